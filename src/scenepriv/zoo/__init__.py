@@ -1,0 +1,76 @@
+"""The classifier zoo: ``load_classifier(name)`` returns a frozen pixel-space :class:`Classifier`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import imagenet, places365
+from .base import RESIZE_POLICIES, Classifier, resize_to_input
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model of the zoo and where its weights come from."""
+
+    name: str
+    description: str
+    build: Callable[[str | None], nn.Module]
+    labels: Callable[[], list[str]]
+    weights_status: Callable[[], tuple[str, bool]]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int] = (224, 224)
+
+
+def _packaged_lite0() -> tuple[str, bool]:
+    return imagenet.efficientnet_lite0_weights_path(), True
+
+
+MODELS: dict[str, ModelSpec] = {
+    "efficientnet-lite0": ModelSpec(
+        "efficientnet-lite0", "EfficientNet-Lite0, ImageNet-1k (embedded, offline)",
+        imagenet.efficientnet_lite0, imagenet.imagenet_labels, _packaged_lite0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+    ),
+    **{
+        f"{arch}-places365": ModelSpec(
+            f"{arch}-places365", f"{places365.ARCHITECTURES[arch]}, Places365-Standard (downloaded on first use)",
+            lambda weights, arch=arch: places365.build(arch, weights), places365.labels,
+            lambda arch=arch: places365.weights_status(arch), IMAGENET_MEAN, IMAGENET_STD,
+        )
+        for arch in places365.ARCHITECTURES
+    },
+}
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def load_classifier(
+    name: str = DEFAULT_MODEL,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    *,
+    resize: str = "bilinear",
+) -> Classifier:
+    """Build model ``name`` of the zoo, with its weights from ``weights`` (a local file) if given.
+
+    ``resize`` is how a photo of any size is brought to the model's input size
+    (see :func:`scenepriv.zoo.base.resize_to_input`); the default is the paper's.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    spec = MODELS[name]
+    classifier = Classifier(
+        spec.build(weights), name=name, labels=spec.labels(), input_size=spec.input_size,
+        mean=spec.mean, std=spec.std, resize=resize,
+    )
+    return classifier.to(device or "cpu")
+
+
+__all__ = ["MODELS", "DEFAULT_MODEL", "RESIZE_POLICIES", "Classifier", "ModelSpec", "load_classifier",
+           "resize_to_input"]
