@@ -1,0 +1,117 @@
+"""The one batched sign-gradient loop that every method of the paper is a setting of.
+
+Every iteration classifies the 8-bit image that would be saved (round(255 x) / 255) and, through
+a straight-through rounding, takes the gradient of that same forward pass: one forward and one
+backward per active image per iteration, and success is judged on exactly what is written to disk.
+Images that reach their goal leave the batch; the rest go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """The 8-bit image as saved, back in [0, 1]."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def straight_through_quantise(x: torch.Tensor) -> torch.Tensor:
+    """Forward: the 8-bit image; backward: identity, so the gradient reaches the continuous iterate."""
+    return x + (quantise(x) - x).detach()
+
+
+def goal_reached(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, threshold: float) -> torch.Tensor:
+    """Targeted: the top-1 is the target with probability >= threshold. Untargeted: the top-1 is not y."""
+    top1 = logits.argmax(1)
+    if not targeted:
+        return top1 != labels
+    probability = logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
+    return (top1 == labels) & (probability >= threshold)
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    originals: torch.Tensor  # (N, 3, H, W) the input rounded to 8 bits: what the perturbation is measured against
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1], 8-bit values: what is saved
+    clean_logits: torch.Tensor  # (N, D) on the 8-bit original
+    final_logits: torch.Tensor  # (N, D) on the saved images
+    labels: torch.Tensor  # (N,) the class pushed towards (targeted) or away from (untargeted)
+    iterations: torch.Tensor  # (N,) steps applied to each image
+    success: torch.Tensor  # (N,) goal reached on the saved image
+
+
+def sign_step_loop(
+    images: torch.Tensor,
+    classifier: nn.Module,
+    choose_labels: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    targeted: bool,
+    eps: float,
+    steps: int,
+    early_stop: bool,
+    recompute: bool = True,
+    noise: torch.Tensor | None = None,
+    threshold: float = 0.99,
+    max_perturbation: float | None = None,
+) -> LoopResult:
+    """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
+
+    ``choose_labels`` maps the clean probabilities (N, D) to the labels (N,) the loss uses: the
+    true class for untargeted methods, the target for targeted ones (descent instead of ascent).
+    ``recompute=False`` repeats the first direction ``steps`` times (the paper's "(kI)" baselines).
+    ``early_stop`` ends an image's iterations as soon as its saved version reaches the goal.
+    """
+    x_original = quantise(images.detach().float())
+    x = x_original.clone()
+    count = len(x)
+    active = torch.ones(count, dtype=torch.bool, device=x.device)
+    iterations = torch.zeros(count, dtype=torch.long, device=x.device)
+    direction = None if noise is None else noise.to(x.device, x.dtype).sign()
+    ascent = 1.0 if (noise is not None or not targeted) else -1.0
+    clean_logits = final_logits = labels = None
+
+    for step in range(steps + 1):
+        index = active.nonzero().squeeze(1)
+        if len(index) == 0:
+            break
+        last = step == steps
+        if step == 0 or last or recompute or early_stop:
+            wants_gradient = noise is None and not last and (step == 0 or recompute)
+            batch = x[index].requires_grad_(wants_gradient)
+            with torch.set_grad_enabled(wants_gradient):
+                logits = classifier(straight_through_quantise(batch))
+            if step == 0:
+                clean_logits = logits.detach()
+                labels = choose_labels(clean_logits.double().softmax(1)).to(x.device)
+                final_logits = torch.empty_like(clean_logits)
+            done = torch.full((len(index),), last, dtype=torch.bool, device=x.device)
+            if early_stop:
+                done |= goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
+            final_logits[index[done]] = logits.detach()[done]
+            active[index[done]] = False
+            if last:
+                break
+            if wants_gradient:
+                loss = F.cross_entropy(logits[~done], labels[index[~done]], reduction="sum")
+                (gradient,) = torch.autograd.grad(loss, batch)
+                step_direction = gradient.sign()[~done]
+                if not recompute:
+                    direction = gradient.sign()  # step 0 of a fixed-direction method: all images are here
+            index = index[~done]
+        if direction is not None:
+            step_direction = direction[index]
+        moved = x[index] + ascent * eps * step_direction
+        if max_perturbation is not None:
+            original = x_original[index]
+            moved = torch.minimum(torch.maximum(moved, original - max_perturbation), original + max_perturbation)
+        x[index] = moved.clamp(0, 1)
+        iterations[index] += 1
+
+    success = goal_reached(final_logits, labels, targeted=targeted, threshold=threshold)
+    return LoopResult(x_original, quantise(x), clean_logits, final_logits, labels, iterations, success)
