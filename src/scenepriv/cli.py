@@ -1,0 +1,221 @@
+"""The command line: ``scenepriv protect``, ``classify`` and ``models``. It only parses and calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import METHODS, MODELS, Settings, load_classifier, protect
+from .images import ImageError, Photo, find_images, load_photo, save_png
+from .methods import to_uint8
+from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
+from .zoo.cache import WeightsUnavailable
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
+    return name
+
+
+def _classifier(args: argparse.Namespace):
+    try:
+        return load_classifier(args.model, weights=args.weights, device=_device(args.device), resize=args.resize)
+    except WeightsUnavailable as error:
+        raise SystemExit(f"error: {error}") from None
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"error: cannot load model {args.model!r}: {error}") from None
+
+
+def _outputs(sources: list[tuple[Path, Path]], outdir: Path) -> list[tuple[Path, Path]]:
+    """Output file for each source: OUTDIR/<relative name>.png, keeping the extension on a clash."""
+    stems = [relative.as_posix() for _, relative in sources]
+    pairs = []
+    for (source, relative), stem in zip(sources, stems, strict=True):
+        name = relative.with_name(source.name) if stems.count(stem) > 1 else relative
+        pairs.append((source, outdir / f"{name.as_posix()}.png"))
+    return pairs
+
+
+def _warn(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _batches(pairs: list[tuple[Path, Path]], size: int, inputs: set[Path], classifier, failures: list[str]):
+    """Decode and resize photos into batches of ``size``; a bad file is reported and skipped."""
+    batch: list[tuple[Photo, Path, torch.Tensor]] = []
+    for source, output in pairs:
+        try:
+            if output.resolve() in inputs:
+                raise ImageError(f"{source}: its output {output} would overwrite an input file; choose another -o")
+            photo = load_photo(source)
+        except ImageError as error:
+            failures.append(str(error))
+            _warn(f"error: {error}")
+            continue
+        for warning in photo.warnings:
+            _warn(f"warning: {source}: {warning}")
+        thumbnail = resize_to_input(photo.pixels[None], classifier.input_size, classifier.resize)[0]
+        batch.append((photo, output, thumbnail))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def command_protect(args: argparse.Namespace) -> int:
+    try:
+        sources = find_images([Path(p) for p in args.inputs], recursive=args.recursive)
+    except ImageError as error:
+        raise SystemExit(f"error: {error}") from None
+    if not sources:
+        raise SystemExit("error: no photos found in the inputs")
+    overrides = {k: getattr(args, k) for k in ("eps", "max_iter", "threshold", "sigma", "iterations")}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None},
+                        max_perturbation=args.max_perturbation)
+    classifier = _classifier(args)
+    pairs = _outputs(sources, Path(args.output))
+    inputs = {source.resolve() for source, _ in pairs}
+    failures: list[str] = []
+    records = []
+    run = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report = open(args.report, "a", encoding="utf-8") if args.report else None  # appended, never overwritten
+    start = time.perf_counter()
+    with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress:
+        for batch in _batches(pairs, args.batch_size, inputs, classifier, failures):
+            images = torch.stack([thumbnail for _, _, thumbnail in batch])
+            result = protect(images, classifier, args.method, seed=args.seed, settings=settings)
+            for (photo, output, _), pixels, record in zip(batch, to_uint8(result.images), result.records, strict=True):
+                try:
+                    save_png(pixels, output)
+                except OSError as error:
+                    failures.append(f"{photo.path}: cannot write {output}: {error}")
+                    _warn(f"error: {failures[-1]}")
+                    continue
+                record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run,
+                          **record}
+                records.append(record)
+                if report:
+                    report.write(json.dumps(record) + "\n")
+                    report.flush()
+            progress.update(len(batch))
+        progress.update(len(pairs) - progress.n)
+    if report:
+        report.close()
+    elapsed = time.perf_counter() - start
+    psnrs = [r["psnr"] for r in records if r["psnr"] is not None]
+    print(f"{'photos':<22}{len(pairs)}")
+    print(f"{'protected (success)':<22}{sum(r['success'] for r in records)} of {len(records)} saved"
+          f" ({len(failures)} failed)")
+    print(f"{'top-1 changed':<22}{sum(r['top1_changed'] for r in records)} of {len(records)}")
+    print(f"{'mean iterations':<22}{_mean([r['iterations'] for r in records]):.1f}")
+    print(f"{'mean PSNR / SSIM':<22}{_mean(psnrs):.2f} dB / {_mean([r['ssim'] for r in records]):.4f}")
+    print(f"{'time':<22}{elapsed:.1f} s ({args.method}, {classifier.name}, {_device(args.device)})")
+    return 1 if failures else 0
+
+
+def command_classify(args: argparse.Namespace) -> int:
+    classifier = _classifier(args)
+    failed = False
+    results = []
+    for name in args.images:
+        try:
+            photo = load_photo(Path(name))
+        except ImageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed = True
+            continue
+        device = next(classifier.parameters()).device
+        with torch.inference_mode():
+            probabilities = classifier(photo.pixels[None].to(device)).double().softmax(1)[0].cpu()
+        values, indices = probabilities.topk(args.top)
+        top = [{"index": int(i), "name": classifier.labels[int(i)], "probability": float(v)}
+               for v, i in zip(values, indices, strict=True)]
+        results.append({"file": name, "model": classifier.name, "top": top})
+        if not args.json:
+            print(name)
+            for rank, entry in enumerate(top, 1):
+                print(f"  {rank}. {entry['name']:<40} {entry['probability']:.4f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def command_models(args: argparse.Namespace) -> int:
+    for name, spec in MODELS.items():
+        location, available = spec.weights_status()
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{default}\n  {spec.description}\n  weights: {location}\n"
+              f"  offline: {'yes' if available else 'no, downloaded on first use (or pass --weights PATH)'}")
+    return 0
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="classifier to protect against")
+    parser.add_argument("--weights", help="use this local checkpoint file instead of the default weights")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--resize", default="bilinear", choices=RESIZE_POLICIES,
+                        help="how a photo is brought to the model's input size (default: the paper's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenepriv", description="Protect the scene of photos from classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("protect", help="protect photos (files or folders) into an output folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected PNGs")
+    p.add_argument("--method", default="p-fgsm", choices=list(METHODS))
+    _model_options(p)
+    p.add_argument("--eps", type=float, help="step size in [0, 1] pixel units (default 0.007)")
+    p.add_argument("--max-iter", type=int, help="most iterations of the iterative methods (default 50)")
+    p.add_argument("--threshold", type=float, help="target probability that stops the iterations (default 0.99)")
+    p.add_argument("--sigma", type=float, help="P-FGSM's cumulative-probability threshold (default 0.99)")
+    p.add_argument("--iterations", type=int, help="fixed number of repeated steps (sog, fgsm, r-fgsm)")
+    p.add_argument("--max-perturbation", type=float, help="optional L-infinity bound around the original")
+    p.add_argument("--seed", type=int, help="make target choice reproducible (default: unpredictable)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON record per photo to this file")
+    p.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
+    p.set_defaults(run=command_protect)
+
+    c = commands.add_parser("classify", help="what the classifier sees in photos")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    _model_options(c)
+    c.add_argument("--top", type=int, default=5)
+    c.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    c.set_defaults(run=command_classify)
+
+    m = commands.add_parser("models", help="the classifiers available and where their weights are")
+    m.set_defaults(run=command_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        raise SystemExit("error: --batch-size must be at least 1")
+    try:
+        return args.run(args)
+    except ValueError as error:  # invalid settings, e.g. sigma outside [0, 1]
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Reading and writing photos: Pillow, EXIF orientation, colour modes, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageError(Exception):
+    """A file that cannot be used as a photo; the message is one line that names the file."""
+
+
+@dataclass
+class Photo:
+    """A decoded photo: RGB pixels (3, H, W) in [0, 1], and what was done to get them."""
+
+    path: Path
+    pixels: torch.Tensor
+    warnings: list[str] = field(default_factory=list)
+
+
+def image_extensions() -> set[str]:
+    """File extensions Pillow can open, lower case with the dot."""
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def find_images(inputs: list[Path], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """(source, relative output stem) for every photo named or inside a named folder.
+
+    A file named on the command line is always tried; inside a folder only files with an image
+    extension are taken (hidden files skipped), so a README beside the photos is not an error.
+    Missing paths raise ImageError.
+    """
+    extensions = image_extensions()
+    found = []
+    for root in inputs:
+        if root.is_dir():
+            pattern = root.rglob("*") if recursive else root.glob("*")
+            for path in sorted(pattern):
+                relative = path.relative_to(root)
+                if path.is_file() and path.suffix.lower() in extensions and not any(
+                    part.startswith(".") for part in relative.parts
+                ):
+                    found.append((path, relative.with_suffix("")))
+        elif root.exists():
+            found.append((root, Path(root.stem)))
+        else:
+            raise ImageError(f"{root}: no such file or folder")
+    return found
+
+
+def _to_rgb(image: Image.Image, warnings: list[str]) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if values.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.0
+        warnings.append("16-bit image reduced to 8 bits")
+        return Image.fromarray(np.clip(np.round(values / scale), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        warnings.append("transparency flattened onto white")
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_photo(path: Path) -> Photo:
+    """Decode ``path`` into RGB in [0, 1], EXIF orientation applied; ImageError if it cannot be."""
+    warnings: list[str] = []
+    try:
+        with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:
+                warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image), warnings)
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: unreadable image ({error})") from None
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    return Photo(path, pixels, warnings)
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write an (H, W, 3) uint8 array as PNG atomically: a temporary file beside it, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(pixels).save(stream, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
