@@ -97,19 +97,6 @@ def image_generators(images: torch.Tensor, seed: int | None) -> list[torch.Gener
     return generators
 
 
-def _target_set(rule: str, probabilities: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask to draw targets from, and which rows fell back to the least-likely class."""
-    if rule == "least-likely":
-        mask = targets.least_likely_set(probabilities)
-    elif rule == "random":
-        mask = targets.random_set(probabilities)
-    else:
-        mask = targets.private_target_set(probabilities, sigma)
-    empty = ~mask.any(1)
-    mask = torch.where(empty[:, None], targets.least_likely_set(probabilities), mask)
-    return mask, empty
-
-
 def _top(probabilities: torch.Tensor, labels: list[str], k: int = 5) -> list[dict[str, Any]]:
     values, indices = probabilities.topk(min(k, len(probabilities)))
     return [
@@ -153,7 +140,7 @@ def protect(
     def choose_labels(probabilities: torch.Tensor) -> torch.Tensor:
         if not spec.targeted:
             return probabilities.argmax(1) if labels is None else torch.as_tensor(labels, device=device)
-        mask, empty = _target_set(spec.target_rule, probabilities, settings.sigma)
+        mask, empty = targets.target_mask(spec.target_rule, probabilities, settings.sigma)
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
 

@@ -57,6 +57,22 @@ def private_target_set(probabilities: torch.Tensor, sigma: float) -> torch.Tenso
     return mass_ranked_above(probabilities) > sigma
 
 
+def target_mask(rule: str, probabilities: torch.Tensor, sigma: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes to draw a target from under ``rule``, and which rows fell back to the least likely.
+
+    Rules: ``least-likely`` (L-FGSM), ``random`` (R-FGSM), ``private`` (P-FGSM, Eq. 10). A row whose
+    set is empty (Eq. 10 with sigma at or above the mass of all classes but the last) falls back
+    to the least-likely class and is flagged, so a report can say so.
+    """
+    rules = {"least-likely": least_likely_set, "random": random_set,
+             "private": lambda p: private_target_set(p, sigma)}
+    if rule not in rules:
+        raise ValueError(f"unknown target rule {rule!r}; choose one of {', '.join(rules)}")
+    mask = rules[rule](probabilities)
+    empty = ~mask.any(1)
+    return torch.where(empty[:, None], least_likely_set(probabilities), mask), empty
+
+
 def draw_uniform(mask: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """One class per row, uniformly among the True entries, each row with its own generator.
 

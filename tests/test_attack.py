@@ -1,0 +1,169 @@
+"""The batched engine and the paper's methods: equations, bounds, batching, stopping, cost."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import scenepriv
+from scenepriv.attack import quantise
+from scenepriv.zoo import Classifier
+
+METHOD_NAMES = list(scenepriv.METHODS)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_eps_zero_returns_the_input(tiny_classifier, random_images, method):
+    result = scenepriv.protect(random_images, tiny_classifier, method, seed=0, eps=0.0)
+    assert torch.equal(result.images, random_images)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_outputs_are_8bit_images_in_range_within_the_step_bound(tiny_classifier, random_images, method):
+    eps = 0.01
+    result = scenepriv.protect(random_images, tiny_classifier, method, seed=0, eps=eps, iterations=3
+                               if method in ("sog", "fgsm") else None)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    assert torch.equal(quantise(result.images), result.images)
+    for image, original, record in zip(result.images, random_images, result.records, strict=True):
+        # each step moves a pixel by at most eps; saving rounds to the nearest 8-bit level
+        assert (image - original).abs().max() <= record["iterations"] * eps + 0.5 / 255 + 1e-6
+        assert record["linf"] == pytest.approx(float((image - original).abs().max()), abs=1e-6)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_inputs_are_not_mutated(tiny_classifier, random_images, method):
+    before = random_images.clone()
+    scenepriv.protect(random_images, tiny_classifier, method, seed=0)
+    assert torch.equal(random_images, before)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_batched_equals_one_by_one_with_the_same_seed(tiny_classifier, random_images, method):
+    batched = scenepriv.protect(random_images, tiny_classifier, method, seed=7, max_iter=20)
+    for i in range(len(random_images)):
+        alone = scenepriv.protect(random_images[i : i + 1], tiny_classifier, method, seed=7, max_iter=20)
+        assert torch.equal(alone.images[0], batched.images[i])
+        assert alone.records[0]["iterations"] == batched.records[i]["iterations"]
+        key = "target" if scenepriv.METHODS[method].targeted else "label"
+        assert alone.records[0][key] == batched.records[i][key]
+
+
+def test_images_of_one_batch_stop_at_different_iterations_at_their_first_success(tiny_classifier, random_images):
+    result = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=3)
+    iterations = [r["iterations"] for r in result.records]
+    assert len(set(iterations)) > 1
+    for i, record in enumerate(result.records):
+        if record["success"]:
+            assert record["final_top5"][0]["index"] == record["target"]["index"]
+            assert record["final_top5"][0]["probability"] >= 0.99
+            # one step fewer and the same image does not reach the goal: it stopped at the first success
+            shorter = scenepriv.protect(random_images[i : i + 1], tiny_classifier, "p-fgsm", seed=3,
+                                        max_iter=record["iterations"] - 1)
+            assert not shorter.records[0]["success"]
+
+
+def _gradient_sign(classifier, x, label):
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(classifier(x), torch.tensor([label]))
+    return torch.autograd.grad(loss, x)[0].sign()
+
+
+def test_one_pfgsm_step_descends_the_loss_of_its_target(tiny_classifier, random_images):
+    x = random_images[:1]
+    result = scenepriv.protect(x, tiny_classifier, "p-fgsm", seed=0, max_iter=1)
+    target = result.records[0]["target"]["index"]
+    expected = quantise((x - 0.007 * _gradient_sign(tiny_classifier, x, target)).clamp(0, 1))
+    assert torch.equal(result.images, expected)
+
+
+def test_fgsm_repeats_its_first_ascent_step_k_times(tiny_classifier, random_images):
+    x = random_images[:1]
+    label = int(tiny_classifier(x).argmax())
+    sign = _gradient_sign(tiny_classifier, x, label)
+    expected = x
+    for _ in range(4):
+        expected = (expected + 0.007 * sign).clamp(0, 1)
+    result = scenepriv.protect(x, tiny_classifier, "fgsm", seed=0, iterations=4)
+    assert torch.equal(result.images, quantise(expected))
+    assert result.records[0]["iterations"] == 4 and result.records[0]["label"]["index"] == label
+
+
+def test_nfgsm_uses_the_given_true_label(tiny_classifier, random_images):
+    labels = torch.full((len(random_images),), 3)
+    result = scenepriv.protect(random_images, tiny_classifier, "n-fgsm", labels=labels, seed=0)
+    for record in result.records:
+        assert record["label"]["index"] == 3
+        assert record["success"] == (record["final_top5"][0]["index"] != 3)
+
+
+def test_sog_adds_the_same_sign_pattern_each_time(tiny_classifier, random_images):
+    x = torch.full((1, 3, 32, 32), 128 / 255)
+    result = scenepriv.protect(x, tiny_classifier, "sog", seed=0, iterations=3, eps=2 / 255)
+    delta = torch.round((result.images - x) * 255)
+    assert set(delta.unique().tolist()) == {-6.0, 6.0}
+
+
+def test_rfgsm_never_targets_the_clean_top1_and_lfgsm_targets_the_least_likely(tiny_classifier, random_images):
+    with torch.no_grad():
+        probabilities = tiny_classifier(random_images).softmax(1)
+    for seed in range(10):
+        records = scenepriv.protect(random_images, tiny_classifier, "r-fgsm", seed=seed, max_iter=0).records
+        assert all(r["target"]["index"] != int(p.argmax()) for r, p in zip(records, probabilities, strict=True))
+    records = scenepriv.protect(random_images, tiny_classifier, "l-fgsm", seed=0, max_iter=0).records
+    assert [r["target"]["index"] for r in records] == probabilities.argmin(1).tolist()
+
+
+def test_targets_without_a_seed_are_unpredictable_and_with_a_seed_reproducible(tiny_classifier, random_images):
+    x = random_images[:1]
+    unseeded = {scenepriv.protect(x, tiny_classifier, "r-fgsm", max_iter=0).records[0]["target"]["index"]
+                for _ in range(12)}
+    assert len(unseeded) > 1
+    seeded = {scenepriv.protect(x, tiny_classifier, "r-fgsm", seed=5, max_iter=0).records[0]["target"]["index"]
+              for _ in range(5)}
+    assert len(seeded) == 1
+
+
+def test_max_perturbation_bounds_the_change(tiny_classifier, random_images):
+    result = scenepriv.protect(random_images, tiny_classifier, "r-fgsm", seed=0, max_perturbation=3 / 255)
+    assert (result.images - random_images).abs().max() <= 3 / 255 + 1e-6
+
+
+class CountingNetwork(nn.Module):
+    """Counts the images each forward pass sees, and how many of those passes build a graph."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.rows = self.rows_with_gradient = 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        self.rows_with_gradient += len(x) if torch.is_grad_enabled() else 0
+        return self.network(x)
+
+
+@pytest.mark.parametrize("method", ["n-fgsm", "r-fgsm", "p-fgsm"])
+def test_one_forward_per_active_image_per_iteration(tiny_classifier, random_images, method):
+    counter = CountingNetwork(tiny_classifier.network)
+    counted = Classifier(counter, name="tiny", labels=tiny_classifier.labels, input_size=(32, 32),
+                         mean=(0.5,) * 3, std=(0.25,) * 3)
+    records = scenepriv.protect(random_images, counted, method, seed=1, max_iter=20).records
+    # the clean classification is the first iteration's forward; each image has one more to judge its last step
+    assert counter.rows == sum(r["iterations"] + 1 for r in records)
+    assert counter.rows_with_gradient <= counter.rows
+
+
+def test_fixed_step_methods_classify_twice_whatever_k(tiny_classifier, random_images):
+    counter = CountingNetwork(tiny_classifier.network)
+    counted = Classifier(counter, name="tiny", labels=tiny_classifier.labels, input_size=(32, 32),
+                         mean=(0.5,) * 3, std=(0.25,) * 3)
+    scenepriv.protect(random_images, counted, "fgsm", seed=1, iterations=6)
+    assert counter.rows == 2 * len(random_images)
+
+
+def test_unknown_method_and_bad_settings_are_rejected(tiny_classifier, random_images):
+    with pytest.raises(ValueError, match="unknown method"):
+        scenepriv.protect(random_images, tiny_classifier, "pgd")
+    with pytest.raises(ValueError, match="sigma"):
+        scenepriv.protect(random_images, tiny_classifier, "p-fgsm", sigma=1.5)
