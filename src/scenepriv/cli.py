@@ -37,12 +37,23 @@ def _classifier(args: argparse.Namespace):
 
 
 def _outputs(sources: list[tuple[Path, Path]], outdir: Path) -> list[tuple[Path, Path]]:
-    """Output file for each source: OUTDIR/<relative name>.png, keeping the extension on a clash."""
+    """Output file for each source: OUTDIR/<relative name>.png, keeping the extension on a clash.
+
+    A name still taken (the same file name in two input folders) gets a number: ``x.jpg-2.png``.
+    """
     stems = [relative.as_posix() for _, relative in sources]
-    pairs = []
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    pairs, used = [], set()
     for (source, relative), stem in zip(sources, stems, strict=True):
-        name = relative.with_name(source.name) if stems.count(stem) > 1 else relative
-        pairs.append((source, outdir / f"{name.as_posix()}.png"))
+        name = (relative.with_name(source.name) if counts[stem] > 1 else relative).as_posix()
+        candidate, number = name, 1
+        while candidate.casefold() in used:  # casefold: also distinct on case-insensitive file systems
+            number += 1
+            candidate = f"{name}-{number}"
+        used.add(candidate.casefold())
+        pairs.append((source, outdir / f"{candidate}.png"))
     return pairs
 
 
@@ -93,7 +104,10 @@ def command_protect(args: argparse.Namespace) -> int:
     failures: list[str] = []
     records = []
     run = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report = open(args.report, "a", encoding="utf-8") if args.report else None  # appended, never overwritten
+    report = None
+    if args.report:  # appended, never overwritten: earlier runs stay in the file
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        report = open(args.report, "a", encoding="utf-8")
     start = time.perf_counter()
     with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress:
         for batch in _batches(pairs, args.batch_size, inputs, classifier, failures):

@@ -72,6 +72,8 @@ def _to_rgb(image: Image.Image, warnings: list[str]) -> Image.Image:
 def load_photo(path: Path) -> Photo:
     """Decode ``path`` into RGB in [0, 1], EXIF orientation applied; ImageError if it cannot be."""
     warnings: list[str] = []
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
     try:
         with Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:
