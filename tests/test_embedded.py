@@ -4,12 +4,11 @@ import pytest
 import torch
 
 import scenepriv
+from conftest import EXAMPLES
 from scenepriv.attack import quantise
 from scenepriv.images import load_photo
 from scenepriv.methods import to_uint8
 from scenepriv.zoo import resize_to_input
-
-from conftest import EXAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,7 @@ def sign_step_loop(
     noise: torch.Tensor | None = None,
     threshold: float = 0.99,
     max_perturbation: float | None = None,
+    views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -66,6 +67,8 @@ def sign_step_loop(
     true class for untargeted methods, the target for targeted ones (descent instead of ascent).
     ``recompute=False`` repeats the first direction ``steps`` times (the paper's "(kI)" baselines).
     ``early_stop`` ends an image's iterations as soon as its saved version reaches the goal.
+    ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
+    re-encodings): their losses join the gradient, and the goal must then hold on each of them too.
     """
     x_original = quantise(images.detach().float())
     x = x_original.clone()
@@ -74,6 +77,7 @@ def sign_step_loop(
     iterations = torch.zeros(count, dtype=torch.long, device=x.device)
     direction = None if noise is None else noise.to(x.device, x.dtype).sign()
     ascent = 1.0 if (noise is not None or not targeted) else -1.0
+    success = torch.zeros(count, dtype=torch.bool, device=x.device)
     clean_logits = final_logits = labels = None
 
     for step in range(steps + 1):
@@ -85,20 +89,25 @@ def sign_step_loop(
             wants_gradient = noise is None and not last and (step == 0 or recompute)
             batch = x[index].requires_grad_(wants_gradient)
             with torch.set_grad_enabled(wants_gradient):
-                logits = classifier(straight_through_quantise(batch))
+                saved = straight_through_quantise(batch)
+                logits = classifier(saved)
+                view_logits = [] if views is None else [classifier(view) for view in views(saved)]
             if step == 0:
                 clean_logits = logits.detach()
                 labels = choose_labels(clean_logits.double().softmax(1)).to(x.device)
                 final_logits = torch.empty_like(clean_logits)
-            done = torch.full((len(index),), last, dtype=torch.bool, device=x.device)
-            if early_stop:
-                done |= goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
+            reached = goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
+            for view in view_logits:  # on a transformed version the target only has to stay on top
+                reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=0.0)
+            done = reached | last if early_stop else torch.full_like(reached, last)
             final_logits[index[done]] = logits.detach()[done]
+            success[index[done]] = reached[done]
             active[index[done]] = False
             if last:
                 break
             if wants_gradient:
-                loss = F.cross_entropy(logits[~done], labels[index[~done]], reduction="sum")
+                loss = sum(F.cross_entropy(out[~done], labels[index[~done]], reduction="sum")
+                           for out in [logits, *view_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
                 step_direction = gradient.sign()[~done]
                 if not recompute:
@@ -113,5 +122,4 @@ def sign_step_loop(
         x[index] = moved.clamp(0, 1)
         iterations[index] += 1
 
-    success = goal_reached(final_logits, labels, targeted=targeted, threshold=threshold)
     return LoopResult(x_original, quantise(x), clean_logits, final_logits, labels, iterations, success)

@@ -106,8 +106,11 @@ def command_protect(args: argparse.Namespace) -> int:
     run = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report = None
     if args.report:  # appended, never overwritten: earlier runs stay in the file
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        report = open(args.report, "a", encoding="utf-8")
+        try:
+            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+            report = open(args.report, "a", encoding="utf-8")
+        except OSError as error:
+            raise SystemExit(f"error: cannot write the report {args.report}: {error}") from None
     start = time.perf_counter()
     with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress:
         for batch in _batches(pairs, args.batch_size, inputs, classifier, failures):
@@ -156,7 +159,7 @@ def command_classify(args: argparse.Namespace) -> int:
         device = next(classifier.parameters()).device
         with torch.inference_mode():
             probabilities = classifier(photo.pixels[None].to(device)).double().softmax(1)[0].cpu()
-        values, indices = probabilities.topk(args.top)
+        values, indices = probabilities.topk(min(args.top, len(probabilities)))
         top = [{"index": int(i), "name": classifier.labels[int(i)], "probability": float(v)}
                for v, i in zip(values, indices, strict=True)]
         results.append({"file": name, "model": classifier.name, "top": top})
@@ -176,6 +179,27 @@ def command_models(args: argparse.Namespace) -> int:
         print(f"{name}{default}\n  {spec.description}\n  weights: {location}\n"
               f"  offline: {'yes' if available else 'no, downloaded on first use (or pass --weights PATH)'}")
     return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("error: --limit must be at least 1")
+    try:
+        rows = evaluate.select_rows(args.methods)
+        dataset = evaluate.load_dataset(Path(args.dataset), MODELS[args.model].labels(),
+                                        private_classes=args.private_classes, limit=args.limit)
+        classifier = _classifier(args)
+        failures = evaluate.evaluate(dataset, classifier, rows, Path(args.output), seed=args.seed,
+                                     batch_size=args.batch_size, save_images=args.save_images)
+    except evaluate.EvaluationError as error:
+        raise SystemExit(f"error: {error}") from None
+    output = Path(args.output)
+    print((output / "table1.md").read_text(encoding="utf-8"))
+    print((output / "table2.md").read_text(encoding="utf-8"))
+    print(f"results, tables and figures in {output}/ (summary.md)")
+    return 1 if failures else 0
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -214,6 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON instead of a list")
     c.set_defaults(run=command_classify)
 
+    e = commands.add_parser("evaluate", help="reproduce the paper's Table 1, Table 2 and Fig. 3 on a dataset")
+    e.add_argument("dataset", metavar="DATASET",
+                   help="class folders (CLASS_NAME/photo.jpg), a Places365 val folder with places365_val.txt, "
+                        "or a flat folder of unlabelled photos (label = clean top-1)")
+    e.add_argument("-o", "--output", required=True, metavar="RESULTS_DIR", help="folder for results and tables")
+    _model_options(e)
+    e.add_argument("--methods", default="paper",
+                   help="'paper' (the eleven rows of Table 1) or comma-separated methods or row names, "
+                        "e.g. 'fgsm,r-fgsm,p-fgsm' or 'FG (6I),P-FG'")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images (class folders: taken in turn)")
+    e.add_argument("--seed", type=int, help="make target choice reproducible (default: unpredictable)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--private-classes", action="store_true",
+                   help="keep only the 60 private classes of MediaEval 2018 (Places365 models)")
+    e.add_argument("--save-images", action="store_true", help="also write the protected images as PNG")
+    e.set_defaults(run=command_evaluate)
+
     m = commands.add_parser("models", help="the classifiers available and where their weights are")
     m.set_defaults(run=command_models)
     return parser
@@ -223,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         raise SystemExit("error: --batch-size must be at least 1")
+    if getattr(args, "top", 1) < 1:
+        raise SystemExit("error: --top must be at least 1")
     try:
         return args.run(args)
     except ValueError as error:  # invalid settings, e.g. sigma outside [0, 1]

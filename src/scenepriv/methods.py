@@ -13,6 +13,7 @@ import torch
 
 from . import metrics, targets
 from .attack import quantise, sign_step_loop
+from .transforms import PlatformViews
 from .zoo import Classifier
 
 
@@ -60,6 +61,7 @@ class Settings:
     sigma: float = 0.99  # P-FGSM's cumulative-probability threshold (Eq. 10)
     iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
     max_perturbation: float | None = None  # optional L-infinity bound around the original
+    robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
 
     def __post_init__(self) -> None:
         if self.eps < 0:
@@ -144,10 +146,15 @@ def protect(
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
 
+    views = None
+    if settings.robust:
+        view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        platform = PlatformViews()
+        views = lambda saved: platform(saved, classifier.input_size, view_generator)  # noqa: E731
     result = sign_step_loop(
         images, classifier, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
-        max_perturbation=settings.max_perturbation,
+        max_perturbation=settings.max_perturbation, views=views,
     )
     return Protection(result.images, _records(spec, settings, seed, result, classifier.labels, fallback))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
+from importlib import resources
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -29,3 +32,56 @@ def perturbation_norms(reference: np.ndarray, test: np.ndarray) -> tuple[float, 
     """L-infinity and L2 norms of the perturbation, in [0, 1] pixel units."""
     delta = (test.astype(np.float64) - reference.astype(np.float64)) / 255
     return float(np.abs(delta).max(initial=0.0)), float(np.sqrt((delta**2).sum()))
+
+
+@functools.cache
+def _brisque_model():
+    """OpenCV's BRISQUE with the LIVE model files shipped as package data (loaded once)."""
+    import cv2
+
+    data = resources.files("scenepriv") / "data"
+    return cv2.quality.QualityBRISQUE_create(str(data / "brisque_model_live.yml"), str(data / "brisque_range_live.yml"))
+
+
+def brisque(image: np.ndarray) -> float:
+    """BRISQUE no-reference quality of an (H, W, 3) uint8 RGB image: lower is more natural."""
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    return float(_brisque_model().compute(bgr)[0])
+
+
+def top_k_accuracy(labels: Sequence[int], ranked: Sequence[Sequence[int]], k: int) -> float:
+    """Percentage of images whose label is among the first ``k`` classes of their ranking (best first)."""
+    if len(labels) == 0:
+        return math.nan
+    hits = [label in list(ranking)[:k] for label, ranking in zip(labels, ranked, strict=True)]
+    return 100.0 * sum(hits) / len(hits)
+
+
+def _mapping_histograms(true_labels: Sequence[int], assigned_labels: Sequence[int], num_classes: int):
+    """For each true class present: its class and the empirical distribution (D,) of the classes assigned to it."""
+    true, assigned = np.asarray(true_labels, dtype=np.int64), np.asarray(assigned_labels, dtype=np.int64)
+    if true.shape != assigned.shape:
+        raise ValueError(f"{len(true)} true labels but {len(assigned)} assigned labels")
+    for label in np.unique(true):
+        counts = np.bincount(assigned[true == label], minlength=num_classes)
+        yield int(label), counts / counts.sum()
+
+
+def irreversibility(true_labels: Sequence[int], assigned_labels: Sequence[int], num_classes: int) -> float:
+    """Table 2 of the paper: mean over true classes c of || h_c - uniform(D) ||_2, lower = more irreversible.
+
+    h_c is the distribution over all D classes of the class assigned to the protected images of class c.
+    """
+    uniform = 1.0 / num_classes
+    distances = [np.linalg.norm(h - uniform) for _, h in _mapping_histograms(true_labels, assigned_labels, num_classes)]
+    return float(np.mean(distances)) if distances else math.nan
+
+
+def max_mapping_share(true_labels: Sequence[int], assigned_labels: Sequence[int]) -> tuple[float, int, int]:
+    """The largest share of one true class mapped to one single class: (share in [0, 1], true class, assigned class)."""
+    num_classes = int(max([*true_labels, *assigned_labels], default=0)) + 1
+    best = (math.nan, -1, -1)
+    for label, h in _mapping_histograms(true_labels, assigned_labels, num_classes):
+        if not best[0] >= h.max():  # also replaces the initial NaN
+            best = (float(h.max()), label, int(h.argmax()))
+    return best

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import imagenet, places365
-from .base import RESIZE_POLICIES, Classifier, resize_to_input
+from .base import PRECISIONS, RESIZE_POLICIES, Classifier, bf16_is_fast, compile_problem, resize_to_input
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -56,21 +56,31 @@ def load_classifier(
     device: str | torch.device | None = None,
     *,
     resize: str = "bilinear",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> Classifier:
     """Build model ``name`` of the zoo, with its weights from ``weights`` (a local file) if given.
 
     ``resize`` is how a photo of any size is brought to the model's input size
     (see :func:`scenepriv.zoo.base.resize_to_input`); the default is the paper's.
+    ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last`` and ``compile`` are the
+    speed options of :class:`Classifier`; ``compile=True`` is refused here, in one line, where
+    ``torch.compile`` cannot run on ``device``.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    device = torch.device(device or "cpu")
+    if compile and (problem := compile_problem(device.type)):
+        raise RuntimeError(f"compile=True: {problem}; load the classifier with compile=False")
     spec = MODELS[name]
     classifier = Classifier(
         spec.build(weights), name=name, labels=spec.labels(), input_size=spec.input_size,
-        mean=spec.mean, std=spec.std, resize=resize,
+        mean=spec.mean, std=spec.std, resize=resize, precision=precision, channels_last=channels_last,
+        compile=compile,
     )
-    return classifier.to(device or "cpu")
+    return classifier.to(device)
 
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "RESIZE_POLICIES", "Classifier", "ModelSpec", "load_classifier",
-           "resize_to_input"]
+__all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "bf16_is_fast",
+           "compile_problem", "load_classifier", "resize_to_input"]

@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+import os
+import shutil
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 RESIZE_POLICIES = ("bilinear", "bilinear-antialias", "resize-crop")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+@functools.cache
+def bf16_is_fast(device_type: str) -> bool:
+    """Whether bf16 autocast pays on this kind of device: a GPU with bf16 units, or a CPU with AMX or AVX512-BF16.
+
+    Other CPUs emulate bf16 and run it slower than fp32, so ``precision="auto"`` keeps fp32 there.
+    """
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no emulation flag and answers for native support
+            return torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return torch.backends.mkldnn.is_available() and any(probe() for probe in probes if probe is not None)
+    return False
+
+
+@functools.cache
+def compile_problem(device_type: str) -> str | None:
+    """Why ``torch.compile`` cannot run here on ``device_type`` (one line), or None when it can."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported by this Python or platform"
+    if device_type == "cpu":
+        import torch._inductor.config as inductor
+
+        candidates = [os.environ.get("CXX"), *inductor.cpp.cxx, "c++"]
+        if not any(shutil.which(name) for name in candidates if name):
+            return "torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH"
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "torch.compile on CUDA needs the triton package"
+    return None
 
 
 def resize_to_input(x: torch.Tensor, size: tuple[int, int], policy: str) -> torch.Tensor:
@@ -40,8 +85,16 @@ def resize_to_input(x: torch.Tensor, size: tuple[int, int], policy: str) -> torc
 class Classifier(nn.Module):
     """A frozen image classifier in pixel space: resizing and normalisation happen inside.
 
-    Input: float RGB batches in [0, 1], shape (N, 3, H, W), any H and W. Output: logits.
-    Parameters never require gradients, so attacks differentiate with respect to the input only.
+    Input: float RGB batches in [0, 1], shape (N, 3, H, W), any H and W. Output: logits (float32
+    or the network's own dtype, never bf16). Parameters never require gradients, so attacks
+    differentiate with respect to the input only.
+
+    Speed options (each leaves the interface unchanged):
+    ``precision`` ``"fp32"`` runs the network as built; ``"bf16"`` runs it under bf16 autocast
+    (only the sign of the gradient is used, which tolerates low precision); ``"auto"`` picks bf16
+    where the device computes it natively (:func:`bf16_is_fast`) and fp32 elsewhere.
+    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN and cuDNN prefer.
+    ``compile`` runs normalisation and network through ``torch.compile`` (slow first call).
     """
 
     def __init__(
@@ -54,15 +107,29 @@ class Classifier(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         resize: str = "bilinear",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_POLICIES:
             raise ValueError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        for option, value in (("channels_last", channels_last), ("compile", compile)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{option} must be True or False, got {value!r}")
         self.network = network.eval().requires_grad_(False)
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
         self.name = name
         self.labels = list(labels)
         self.input_size = tuple(input_size)
         self.resize = resize
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compiled = compile  # not `compile`: that is nn.Module's own method
+        self._compiled_logits: Callable[[torch.Tensor, torch.dtype | None], torch.Tensor] | None = None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -74,6 +141,28 @@ class Classifier(nn.Module):
         """Stay in evaluation mode: batch-norm statistics must never change under an attack."""
         return super().train(False)
 
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The low precision the network runs in on ``device`` (None: as built)."""
+        if self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast(device.type)):
+            return torch.bfloat16
+        return None
+
+    def _logits(self, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = contextlib.nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
+        with context:
+            logits = self.network(x)
+        return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = resize_to_input(images, self.input_size, self.resize)
-        return self.network((x - self.mean) / self.std)
+        dtype = self.autocast_dtype(x.device)
+        if not self.compiled:
+            return self._logits(x, dtype)
+        if problem := compile_problem(x.device.type):
+            raise RuntimeError(f"compile=True: {problem}; load the classifier with compile=False")
+        if self._compiled_logits is None:
+            self._compiled_logits = torch.compile(self._logits)
+        return self._compiled_logits(x, dtype)

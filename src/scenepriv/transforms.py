@@ -1,0 +1,70 @@
+"""What a platform does to an upload, as differentiable tensor operations: resizing and JPEG.
+
+Used two ways: as random views during the iterations (``--robust``: expectation over
+transformations, so the perturbation survives them), and as the resize pipelines a classifier
+may use to bring a photo to its input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# The common ways to shrink an image: torch's bilinear with and without antialiasing (the latter is
+# the paper's), bicubic with antialiasing (what Pillow and most platforms use) and area averaging.
+RESAMPLERS = ("bilinear", "bilinear-antialias", "bicubic", "area")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:
+    """Resize a batch (N, 3, H, W) to ``size`` with one of :data:`RESAMPLERS`, differentiably."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if resampler == "area":
+        return F.interpolate(x, size=size, mode="area")
+    if resampler == "bicubic":
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    if resampler in ("bilinear", "bilinear-antialias"):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                             antialias=resampler == "bilinear-antialias")
+    raise ValueError(f"unknown resampler {resampler!r}; choose one of {', '.join(RESAMPLERS)}")
+
+
+def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Differentiable JPEG encoding and decoding (kornia), one quality per image."""
+    from kornia.enhance import jpeg_codec_differentiable
+
+    return jpeg_codec_differentiable(x, quality.to(x.device, x.dtype)).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class PlatformViews:
+    """Random re-encodings of a batch, the way a platform may process an upload.
+
+    Each view: resize to a random scale in [min_scale, 1] (or to 1080 or 2048 px on the long side
+    when the photo is larger) with a random resampler, JPEG at a random quality in
+    [min_quality, max_quality], then down to the classifier's input size with a random resampler.
+    """
+
+    count: int = 2
+    min_quality: int = 25
+    max_quality: int = 95
+    min_scale: float = 0.5
+    long_sides: tuple[int, ...] = (1080, 2048)
+
+    def __call__(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> list[torch.Tensor]:
+        return [self.view(x, input_size, generator) for _ in range(self.count)]
+
+    def view(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        def pick(options):
+            return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+        height, width = x.shape[-2:]
+        scales = [self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator))]
+        scales += [side / max(height, width) for side in self.long_sides if side < max(height, width)]
+        scale = pick(scales)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        quality = torch.randint(self.min_quality, self.max_quality + 1, (len(x),), generator=generator)
+        platform = jpeg(resize(x, size, pick(RESAMPLERS)), quality.float())
+        return resize(platform, input_size, pick(RESAMPLERS))

@@ -1,0 +1,377 @@
+"""End-to-end tests of the command line: ``scenepriv protect``, ``classify`` and ``models``.
+
+The CLI is called in-process through :func:`scenepriv.cli.main`; one test runs the installed console script.
+Only the example photos of the repository and files generated in ``tmp_path`` are used. To stay quick on a
+CPU, most runs use ``--method fgsm`` (a single step) or a small ``--max-iter``; one run uses the defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scenepriv import MODELS
+from scenepriv.cli import main
+from scenepriv.images import load_photo
+
+EXAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "examples" / "photos"
+DEFAULT_RUN_PHOTOS = ("home.jpg", "leuvenA.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg")
+REPORT_FIELDS = {"file", "output", "method", "clean_top5", "target", "iterations", "success", "final_top5",
+                 "linf", "l2", "psnr", "ssim"}
+
+
+def copy_photos(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(EXAMPLE_PHOTOS / name, folder / name)) for name in names]
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_error(capsys, *args) -> str:
+    """Run a command that must stop with a clean one-line ``error:`` message; return that message."""
+    with pytest.raises(SystemExit) as caught:
+        main([str(a) for a in args])
+    message = caught.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    assert message.startswith("error: ") and "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err
+    return message
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def read_report(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def top1(classifier, path: Path) -> int:
+    with torch.inference_mode():
+        return int(classifier(load_photo(path).pixels[None]).argmax(1)[0])
+
+
+def random_image(path: Path, size=(48, 32), mode="RGB", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path)
+    return path
+
+
+# --- protect: bad inputs beside good ones ------------------------------------------------------------------------
+
+
+def test_protect_reports_each_bad_file_and_converts_the_rest(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    copy_photos(inputs, "home.jpg", "leuvenA.jpg")
+    (inputs / "notes.jpg").write_text("not a photo\n")
+    (inputs / "empty.png").touch()
+    data = (EXAMPLE_PHOTOS / "aitzgorri_by_Aitzol_Berasategi.jpg").read_bytes()
+    (inputs / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    random_image(inputs / "gray.png", mode="L", seed=1)
+    rgba = np.random.default_rng(2).integers(0, 256, size=(32, 48, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(inputs / "rgba.png")
+    random_image(inputs / "cmyk.jpg", mode="CMYK", seed=3)
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((200, 30, 30), (30, 30, 200), (30, 200, 30))]
+    frames[0].save(inputs / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    outdir = tmp_path / "out"
+
+    code, out, err = run_cli(capsys, "protect", inputs, "-o", outdir, "--method", "fgsm", "--seed", "0")
+
+    assert code == 1
+    errors = error_lines(err)
+    assert len(errors) == 3, err
+    for bad in ("notes.jpg", "empty.png", "truncated.jpg"):
+        assert sum(bad in line for line in errors) == 1, err
+    assert any("anim.gif" in line and "frame" in line for line in err.splitlines() if line.startswith("warning:"))
+    assert "Traceback" not in err
+
+    good = {"home", "leuvenA", "gray", "rgba", "cmyk", "anim"}
+    assert sorted(p.name for p in outdir.rglob("*")) == sorted(f"{name}.png" for name in good)  # no .part left
+    for name in good:
+        with Image.open(outdir / f"{name}.png") as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (224, 224))
+
+    assert re.search(r"^photos\s+9$", out, re.MULTILINE), out
+    assert re.search(r"^protected \(success\)\s+\d+ of 6 saved \(3 failed\)$", out, re.MULTILINE), out
+    for row in ("top-1 changed", "mean iterations", "mean PSNR / SSIM", "time"):
+        assert re.search(rf"^{re.escape(row)}\s+\S", out, re.MULTILINE), out
+
+
+# --- protect with the default settings --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One ``scenepriv protect`` with the paper's settings on three example photos (the slowest run here)."""
+    root = tmp_path_factory.mktemp("default_run")
+    inputs = copy_photos(root / "in", *DEFAULT_RUN_PHOTOS)
+    outdir, report = root / "out", root / "r.jsonl"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["protect", str(root / "in"), "-o", str(outdir), "--seed", "0", "--report", str(report)])
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "inputs": inputs, "outdir": outdir,
+            "report": report}
+
+
+def test_default_run_succeeds_on_every_photo(default_run):
+    assert default_run["code"] == 0, default_run["err"]
+    assert error_lines(default_run["err"]) == []
+    assert re.search(r"^photos\s+3$", default_run["out"], re.MULTILINE)
+    assert re.search(r"^top-1 changed\s+3 of 3$", default_run["out"], re.MULTILINE), default_run["out"]
+    assert sorted(p.name for p in default_run["outdir"].iterdir()) == sorted(
+        f"{Path(name).stem}.png" for name in DEFAULT_RUN_PHOTOS
+    )
+
+
+def test_default_run_changes_what_the_classifier_sees(default_run, embedded_classifier):
+    records = {record["file"]: record for record in read_report(default_run["report"])}
+    for source in default_run["inputs"]:
+        output = default_run["outdir"] / f"{source.stem}.png"
+        record = records[str(source)]
+        clean, protected = top1(embedded_classifier, source), top1(embedded_classifier, output)
+        assert protected != clean, source.name
+        # The report describes the same classifications: clean top-1 on the photo, target on the saved PNG.
+        assert record["clean_top5"][0]["index"] == clean
+        assert record["final_top5"][0]["index"] == protected == record["target"]["index"]
+
+
+def test_default_run_report_has_one_complete_record_per_photo(default_run):
+    records = read_report(default_run["report"])
+
+    assert sorted(r["file"] for r in records) == sorted(str(p) for p in default_run["inputs"])
+    for record in records:
+        assert REPORT_FIELDS <= record.keys()
+        assert Path(record["output"]) == default_run["outdir"] / f"{Path(record['file']).stem}.png"
+        assert record["method"] == "p-fgsm" and record["settings"]["sigma"] == 0.99
+        target = record["target"]
+        assert {"index", "name", "rank", "mass_above"} <= target.keys()
+        # Eq. 10: the target is drawn among the classes whose higher-ranked classes hold more than sigma.
+        assert target["mass_above"] > 0.99 or target["fallback_least_likely"] is True
+        assert target["rank"] >= 1
+        assert 1 <= record["iterations"] <= 50
+        assert record["success"] is True
+        assert record["final_top5"][0]["index"] == target["index"]
+        assert record["final_top5"][0]["probability"] >= 0.989
+        assert len(record["clean_top5"]) == len(record["final_top5"]) == 5
+        assert 0 < record["linf"] <= record["iterations"] * 0.007 + 1 / 255
+        assert record["l2"] > 0 and record["psnr"] > 20 and 0 < record["ssim"] < 1
+
+
+def test_report_is_appended_never_overwritten(default_run, tmp_path, capsys):
+    report = tmp_path / "r.jsonl"
+    shutil.copy(default_run["report"], report)
+    before = report.read_text(encoding="utf-8")
+
+    code, _, _ = run_cli(capsys, "protect", *default_run["inputs"], "-o", tmp_path / "again",
+                         "--method", "fgsm", "--seed", "0", "--report", report)
+
+    assert code == 0
+    after = report.read_text(encoding="utf-8")
+    assert after.startswith(before)
+    records = read_report(report)
+    assert len(records) == 2 * len(DEFAULT_RUN_PHOTOS)
+    assert [r["method"] for r in records[len(DEFAULT_RUN_PHOTOS):]] == ["fgsm"] * len(DEFAULT_RUN_PHOTOS)
+
+
+# --- reproducibility -----------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_pngs_whatever_the_batch_size(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    copy_photos(inputs, "home.jpg", "leuvenA.jpg")
+    runs = {}
+    for label, batch_size in (("batch1", 1), ("batch4", 4), ("batch4-again", 4)):
+        outdir = tmp_path / label
+        code, _, err = run_cli(capsys, "protect", inputs, "-o", outdir, "--seed", "0", "--max-iter", "2",
+                               "--batch-size", batch_size)
+        assert code == 0, err
+        runs[label] = {p.name: p.read_bytes() for p in sorted(outdir.iterdir())}
+
+    assert sorted(runs["batch1"]) == ["home.png", "leuvenA.png"]
+    assert runs["batch4"] == runs["batch4-again"]
+    assert runs["batch1"] == runs["batch4"]
+    # Not a trivially constant output: the protected photos differ from the plainly resized originals.
+    assert runs["batch1"]["home.png"] != runs["batch1"]["leuvenA.png"]
+
+
+# --- where outputs go -----------------------------------------------------------------------------------------------
+
+
+def test_output_never_overwrites_an_input(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    victim = random_image(folder / "a.png", seed=4)
+    original = victim.read_bytes()
+    random_image(folder / "b.jpg", seed=5)
+
+    code, _, err = run_cli(capsys, "protect", folder, "-o", folder, "--method", "fgsm")
+
+    assert code != 0
+    errors = error_lines(err)
+    assert len(errors) == 1 and "a.png" in errors[0], err
+    assert victim.read_bytes() == original
+    # The other photo is still protected, and nothing temporary is left in the folder.
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg", "b.png"]
+
+
+def test_same_stem_different_extensions_get_distinct_outputs(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    random_image(folder / "x.jpg", seed=6)
+    random_image(folder / "x.png", seed=7)
+    outdir, report = tmp_path / "out", tmp_path / "r.jsonl"
+
+    code, _, err = run_cli(capsys, "protect", folder, "-o", outdir, "--method", "fgsm", "--report", report)
+
+    assert code == 0, err
+    outputs = {Path(r["file"]).name: Path(r["output"]) for r in read_report(report)}
+    assert set(outputs) == {"x.jpg", "x.png"}
+    # The clash is resolved by keeping each input's extension, so an output still says where it came from.
+    assert (outputs["x.jpg"].name, outputs["x.png"].name) == ("x.jpg.png", "x.png.png")
+    assert all(path.parent == outdir and path.suffix == ".png" and path.is_file() for path in outputs.values())
+    assert outputs["x.jpg"].read_bytes() != outputs["x.png"].read_bytes()
+    assert len(list(outdir.iterdir())) == 2
+
+
+def test_same_name_in_two_input_folders_gets_distinct_outputs(tmp_path, capsys):
+    random_image((tmp_path / "day1").mkdir() or tmp_path / "day1" / "x.jpg", seed=8)
+    random_image((tmp_path / "day2").mkdir() or tmp_path / "day2" / "x.jpg", seed=9)
+    outdir, report = tmp_path / "out", tmp_path / "r.jsonl"
+
+    code, _, err = run_cli(capsys, "protect", tmp_path / "day1", tmp_path / "day2", "-o", outdir,
+                           "--method", "fgsm", "--report", report)
+
+    assert code == 0, err
+    outputs = [Path(r["output"]) for r in read_report(report)]
+    assert len(outputs) == 2 and outputs[0] != outputs[1]
+    assert all(path.is_file() for path in outputs)
+    assert len(list(outdir.iterdir())) == 2
+
+
+# --- classify and models ---------------------------------------------------------------------------------------
+
+
+def test_classify_json_top3(capsys):
+    photo = EXAMPLE_PHOTOS / "home.jpg"
+
+    code, out, _ = run_cli(capsys, "classify", photo, "--top", "3", "--json")
+
+    assert code == 0
+    (result,) = json.loads(out)
+    assert result["file"] == str(photo) and result["model"] == "efficientnet-lite0"
+    probabilities = [entry["probability"] for entry in result["top"]]
+    assert len(probabilities) == 3
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 <= p <= 1 for p in probabilities) and sum(probabilities) <= 1 + 1e-9
+    assert all(isinstance(entry["name"], str) and entry["name"] for entry in result["top"])
+    assert len({entry["index"] for entry in result["top"]}) == 3
+
+
+def test_classify_goes_on_after_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo\n")
+    photo = EXAMPLE_PHOTOS / "leuvenA.jpg"
+
+    code, out, err = run_cli(capsys, "classify", bad, photo, "--top", "2")
+
+    assert code == 1
+    errors = error_lines(err)
+    assert len(errors) == 1 and "notes.jpg" in errors[0]
+    lines = out.splitlines()
+    assert lines[0] == str(photo)
+    assert [line.lstrip()[:3] for line in lines[1:]] == ["1. ", "2. "]
+
+
+def test_models_lists_the_zoo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCENEPRIV_CACHE_DIR", str(tmp_path / "empty-cache"))
+
+    code, out, _ = run_cli(capsys, "models")
+
+    assert code == 0
+    blocks = {}
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            blocks[name] = []
+        else:
+            blocks[name].append(line.strip())
+    expected = {"efficientnet-lite0", "resnet18-places365", "resnet50-places365", "alexnet-places365",
+                "densenet161-places365"}
+    assert set(blocks) == expected == set(MODELS)
+    assert "offline: yes" in blocks["efficientnet-lite0"]
+    for name in expected - {"efficientnet-lite0"}:
+        offline = [line for line in blocks[name] if line.startswith("offline:")]
+        assert len(offline) == 1 and offline[0].startswith("offline: no"), blocks[name]
+        assert any(line.startswith("weights:") and str(tmp_path / "empty-cache") in line for line in blocks[name])
+
+
+# --- clean errors -------------------------------------------------------------------------------------------------
+
+
+def test_missing_input_is_a_one_line_error(tmp_path, capsys):
+    message = cli_error(capsys, "protect", tmp_path / "no_such_photo.jpg", "-o", tmp_path / "out")
+    assert "no_such_photo.jpg" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "word"),
+    [("--sigma", "2", "sigma"), ("--threshold", "-0.5", "threshold"), ("--eps", "-1", "eps"),
+     ("--batch-size", "0", "batch-size")],
+)
+def test_invalid_setting_is_a_one_line_error(tmp_path, capsys, option, value, word):
+    photo = random_image(tmp_path / "a.png")
+    message = cli_error(capsys, "protect", photo, "-o", tmp_path / "out", option, value)
+    assert word in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_folder_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "README.txt").write_text("nothing to see\n")
+    assert "no photos" in cli_error(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    assert "cuda" in cli_error(capsys, "classify", EXAMPLE_PHOTOS / "home.jpg", "--device", "cuda")
+
+
+# --- the installed console script ----------------------------------------------------------------------------------
+
+
+def console_script() -> str:
+    beside = Path(sys.executable).with_name("scenepriv.exe" if os.name == "nt" else "scenepriv")
+    found = str(beside) if beside.exists() else shutil.which("scenepriv")
+    assert found, "the `scenepriv` console script is not installed"
+    return found
+
+
+def test_console_script_runs(tmp_path):
+    """The installed ``scenepriv`` command classifies a photo and reports a bad file on one line, no traceback."""
+    photo, missing = EXAMPLE_PHOTOS / "home.jpg", tmp_path / "missing.jpg"
+
+    done = subprocess.run([console_script(), "classify", str(missing), str(photo), "--top", "2", "--json"],
+                          capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "missing.jpg" in done.stderr and "Traceback" not in done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["file"] == str(photo) and len(result["top"]) == 2

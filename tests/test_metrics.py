@@ -1,0 +1,88 @@
+"""Metric functions against known answers: PSNR, SSIM, BRISQUE, top-k accuracy, irreversibility, mapping shares."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import EXAMPLES
+from scenepriv import metrics
+
+
+def random_image(seed: int = 0, low: int = 0, high: int = 256) -> np.ndarray:
+    return np.random.default_rng(seed).integers(low, high, (48, 64, 3), dtype=np.uint8)
+
+
+def test_identical_images_have_infinite_psnr_and_unit_ssim():
+    image = random_image()
+    assert metrics.psnr(image, image.copy()) == math.inf
+    assert metrics.ssim(image, image.copy()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 20])
+def test_psnr_of_a_constant_plus_minus_k_offset(k):
+    reference = random_image(low=k, high=256 - k)
+    signs = np.where(np.random.default_rng(1).random(reference.shape) < 0.5, -1, 1)
+    test = (reference.astype(int) + k * signs).astype(np.uint8)
+    assert metrics.psnr(reference, test) == pytest.approx(20 * math.log10(255 / k), abs=1e-9)
+    assert metrics.perturbation_norms(reference, test)[0] == pytest.approx(k / 255)
+
+
+def test_ssim_drops_as_noise_grows():
+    reference = random_image(low=50, high=200)
+    noise = np.random.default_rng(2).normal(size=reference.shape)
+    values = [metrics.ssim(reference, np.clip(reference + s * noise, 0, 255).astype(np.uint8)) for s in (1, 5, 25)]
+    assert 1 > values[0] > values[1] > values[2]
+
+
+def test_brisque_is_higher_for_a_noisy_image_than_for_a_natural_photo():
+    with Image.open(EXAMPLES / "home.jpg") as photo:
+        smooth = np.asarray(photo.convert("RGB").resize((224, 168), Image.BILINEAR))
+    noisy = np.clip(smooth + np.random.default_rng(3).normal(0, 25, smooth.shape), 0, 255).astype(np.uint8)
+    clean_score, noisy_score = metrics.brisque(smooth), metrics.brisque(noisy)
+    assert math.isfinite(clean_score) and clean_score == metrics.brisque(smooth.copy())
+    assert noisy_score > clean_score + 15
+
+
+def test_top_k_accuracy():
+    labels = [3, 1, 4, 1]
+    ranked = [[3, 0, 1], [0, 1, 2], [2, 0, 9], [1, 2, 3]]
+    assert metrics.top_k_accuracy(labels, ranked, 1) == 50.0
+    assert metrics.top_k_accuracy(labels, ranked, 2) == 75.0
+    assert metrics.top_k_accuracy(labels, ranked, 5) == 75.0
+
+
+def test_irreversibility_of_uniform_random_targets_matches_the_papers_r_fgsm():
+    """60 classes x 50 images, each assigned uniformly among the 364 other classes: the paper's 0.1414."""
+    rng = np.random.default_rng(0)
+    num_classes = 365
+    true = np.repeat(rng.choice(num_classes, 60, replace=False), 50)
+    offsets = rng.integers(1, num_classes, len(true))  # any class but the true one, uniformly
+    assigned = (true + offsets) % num_classes
+    assert metrics.irreversibility(true, assigned, num_classes) == pytest.approx(0.1414, abs=0.003)
+
+
+@pytest.mark.parametrize("num_classes", [10, 365])
+def test_all_images_of_a_class_mapped_to_one_class(num_classes):
+    true = np.repeat([0, 1, 2], 7)
+    assigned = np.array([5] * 7 + [0] * 7 + [9] * 7)
+    expected = math.sqrt(1 - 2 / num_classes + 1 / num_classes)  # (1 - 1/D)^2 + (D - 1)/D^2
+    assert metrics.irreversibility(true, assigned, num_classes) == pytest.approx(expected)
+    assert metrics.max_mapping_share(true, assigned) == (1.0, 0, 5)
+
+
+def test_irreversibility_is_zero_for_a_perfectly_uniform_mapping_and_averages_over_classes():
+    num_classes = 4
+    true = [0] * 4 + [1] * 2
+    assigned = [0, 1, 2, 3] + [2, 2]  # class 0: uniform (distance 0); class 1: all to one class
+    assert metrics.irreversibility(true[:4], assigned[:4], num_classes) == pytest.approx(0.0)
+    assert metrics.irreversibility(true, assigned, num_classes) == pytest.approx(math.sqrt(1 - 1 / 4) / 2)
+
+
+def test_max_mapping_share_names_the_class_pair():
+    true = [7, 7, 7, 7, 2, 2]
+    assigned = [1, 3, 3, 3, 4, 5]
+    assert metrics.max_mapping_share(true, assigned) == (0.75, 7, 3)
