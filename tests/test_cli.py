@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+import scenepriv
 from scenepriv import MODELS
 from scenepriv.cli import main
 from scenepriv.images import load_photo
@@ -103,9 +104,10 @@ def test_protect_reports_each_bad_file_and_converts_the_rest(tmp_path, capsys):
 
     good = {"home", "leuvenA", "gray", "rgba", "cmyk", "anim"}
     assert sorted(p.name for p in outdir.rglob("*")) == sorted(f"{name}.png" for name in good)  # no .part left
+    sources = {path.stem: path for path in inputs.iterdir()}
     for name in good:
-        with Image.open(outdir / f"{name}.png") as image:
-            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (224, 224))
+        with Image.open(sources[name]) as source, Image.open(outdir / f"{name}.png") as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", source.size)  # full resolution
 
     assert re.search(r"^photos\s+9$", out, re.MULTILINE), out
     assert re.search(r"^protected \(success\)\s+\d+ of 6 saved \(3 failed\)$", out, re.MULTILINE), out
@@ -141,10 +143,13 @@ def test_default_run_succeeds_on_every_photo(default_run):
 
 def test_default_run_changes_what_the_classifier_sees(default_run, embedded_classifier):
     records = {record["file"]: record for record in read_report(default_run["report"])}
+    antialiased = scenepriv.load_classifier(resize="bilinear-antialias")  # what full-size protection optimises
     for source in default_run["inputs"]:
         output = default_run["outdir"] / f"{source.stem}.png"
         record = records[str(source)]
-        clean, protected = top1(embedded_classifier, source), top1(embedded_classifier, output)
+        # the paper's resize (no antialiasing) sees the change too
+        assert top1(embedded_classifier, output) != top1(embedded_classifier, source), source.name
+        clean, protected = top1(antialiased, source), top1(antialiased, output)
         assert protected != clean, source.name
         # The report describes the same classifications: clean top-1 on the photo, target on the saved PNG.
         assert record["clean_top5"][0]["index"] == clean

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import ExifTags, Image
 
-from scenepriv.images import ImageError, find_images, load_photo, save_png
+from scenepriv.images import ImageError, find_images, load_photo, save_image
 
 EXAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
@@ -262,11 +262,11 @@ def test_find_images_missing_path_raises(tmp_path):
 # --- writing PNGs -------------------------------------------------------------------------------------------------
 
 
-def test_save_png_round_trips_exactly_and_leaves_no_temporary_file(tmp_path):
+def test_save_image_round_trips_exactly_and_leaves_no_temporary_file(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
     destination = tmp_path / "out" / "nested" / "protected.png"
 
-    save_png(pixels, destination)
+    save_image(pixels, destination)
 
     with Image.open(destination) as image:
         assert image.format == "PNG" and image.mode == "RGB"
@@ -274,10 +274,10 @@ def test_save_png_round_trips_exactly_and_leaves_no_temporary_file(tmp_path):
     assert sorted(p.name for p in destination.parent.iterdir()) == ["protected.png"]
 
 
-def test_save_png_replaces_an_existing_output(tmp_path):
+def test_save_image_replaces_an_existing_output(tmp_path):
     destination = tmp_path / "protected.png"
-    save_png(np.zeros((4, 4, 3), dtype=np.uint8), destination)
-    save_png(np.full((4, 4, 3), 200, dtype=np.uint8), destination)
+    save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
+    save_image(np.full((4, 4, 3), 200, dtype=np.uint8), destination)
 
     np.testing.assert_array_equal(np.asarray(Image.open(destination)), np.full((4, 4, 3), 200, dtype=np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == ["protected.png"]
@@ -291,7 +291,7 @@ def test_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
     destination = tmp_path / "protected.png"
 
     with pytest.raises(OSError, match="disk full"):
-        save_png(np.zeros((4, 4, 3), dtype=np.uint8), destination)
+        save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
 
     assert not destination.exists()
     assert list(tmp_path.iterdir()) == []
@@ -299,7 +299,7 @@ def test_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
 
 def test_failed_save_keeps_the_previous_output_intact(tmp_path, monkeypatch):
     destination = tmp_path / "protected.png"
-    save_png(np.full((4, 4, 3), 7, dtype=np.uint8), destination)
+    save_image(np.full((4, 4, 3), 7, dtype=np.uint8), destination)
     before = destination.read_bytes()
 
     def half_written_save(self, stream, *args, **kwargs):
@@ -308,7 +308,7 @@ def test_failed_save_keeps_the_previous_output_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", half_written_save)
     with pytest.raises(OSError):
-        save_png(np.zeros((4, 4, 3), dtype=np.uint8), destination)
+        save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
 
     assert destination.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["protected.png"]

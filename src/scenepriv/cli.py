@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from . import METHODS, MODELS, Settings, load_classifier, protect
-from .images import ImageError, Photo, find_images, load_photo, save_png
+from .images import ImageError, find_images, load_photo, prefetch, save_image
 from .methods import to_uint8
 from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
 from .zoo.cache import WeightsUnavailable
@@ -28,16 +28,22 @@ def _device(name: str) -> str:
 
 
 def _classifier(args: argparse.Namespace):
+    """The classifier of ``--model``; ``--resize auto`` is the paper's bilinear for 224 px work (evaluate,
+    ``--size model``) and an antialiased bilinear for full-size photos, which holds through other resizers."""
+    resize = args.resize
+    if resize == "auto":
+        paper_setting = args.command == "evaluate" or getattr(args, "size", "full") == "model"
+        resize = "bilinear" if paper_setting else "bilinear-antialias"
     try:
-        return load_classifier(args.model, weights=args.weights, device=_device(args.device), resize=args.resize)
+        return load_classifier(args.model, weights=args.weights, device=_device(args.device), resize=resize)
     except WeightsUnavailable as error:
         raise SystemExit(f"error: {error}") from None
     except (OSError, ValueError, RuntimeError) as error:
         raise SystemExit(f"error: cannot load model {args.model!r}: {error}") from None
 
 
-def _outputs(sources: list[tuple[Path, Path]], outdir: Path) -> list[tuple[Path, Path]]:
-    """Output file for each source: OUTDIR/<relative name>.png, keeping the extension on a clash.
+def _outputs(sources: list[tuple[Path, Path]], outdir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+    """Output file for each source: OUTDIR/<relative name><suffix>, keeping the extension on a clash.
 
     A name still taken (the same file name in two input folders) gets a number: ``x.jpg-2.png``.
     """
@@ -53,7 +59,7 @@ def _outputs(sources: list[tuple[Path, Path]], outdir: Path) -> list[tuple[Path,
             number += 1
             candidate = f"{name}-{number}"
         used.add(candidate.casefold())
-        pairs.append((source, outdir / f"{candidate}.png"))
+        pairs.append((source, outdir / f"{candidate}{suffix}"))
     return pairs
 
 
@@ -61,9 +67,8 @@ def _warn(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _batches(pairs: list[tuple[Path, Path]], size: int, inputs: set[Path], classifier, failures: list[str]):
-    """Decode and resize photos into batches of ``size``; a bad file is reported and skipped."""
-    batch: list[tuple[Photo, Path, torch.Tensor]] = []
+def _photos(pairs: list[tuple[Path, Path]], inputs: set[Path], failures: list[str], classifier, size: str):
+    """Decode each photo (and shrink it for ``--size model``); a bad file is reported and skipped."""
     for source, output in pairs:
         try:
             if output.resolve() in inputs:
@@ -75,11 +80,22 @@ def _batches(pairs: list[tuple[Path, Path]], size: int, inputs: set[Path], class
             continue
         for warning in photo.warnings:
             _warn(f"warning: {source}: {warning}")
-        thumbnail = resize_to_input(photo.pixels[None], classifier.input_size, classifier.resize)[0]
-        batch.append((photo, output, thumbnail))
-        if len(batch) == size:
+        pixels = photo.pixels
+        if size == "model":
+            pixels = resize_to_input(pixels[None], classifier.input_size, classifier.resize)[0]
+        yield photo, output, pixels
+
+
+def _batches(items, size: int, pixel_budget: int = 16_000_000):
+    """Consecutive photos of the same size, at most ``size`` of them and about ``pixel_budget`` pixels."""
+    batch: list = []
+    for item in items:
+        pixels = item[2]
+        if batch and (len(batch) == size or pixels.shape != batch[0][2].shape
+                      or (len(batch) + 1) * pixels[0].numel() > pixel_budget):
             yield batch
             batch = []
+        batch.append(item)
     if batch:
         yield batch
 
@@ -97,9 +113,11 @@ def command_protect(args: argparse.Namespace) -> int:
         raise SystemExit("error: no photos found in the inputs")
     overrides = {k: getattr(args, k) for k in ("eps", "max_iter", "threshold", "sigma", "iterations")}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None},
-                        max_perturbation=args.max_perturbation)
+                        max_perturbation=args.max_perturbation, robust=args.robust)
+    if args.format == "jpeg" and not args.robust:
+        _warn("warning: JPEG output re-encodes the perturbation and may weaken it; add --robust, or keep PNG")
     classifier = _classifier(args)
-    pairs = _outputs(sources, Path(args.output))
+    pairs = _outputs(sources, Path(args.output), ".jpg" if args.format == "jpeg" else ".png")
     inputs = {source.resolve() for source, _ in pairs}
     failures: list[str] = []
     records = []
@@ -113,12 +131,14 @@ def command_protect(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: cannot write the report {args.report}: {error}") from None
     start = time.perf_counter()
     with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress:
-        for batch in _batches(pairs, args.batch_size, inputs, classifier, failures):
-            images = torch.stack([thumbnail for _, _, thumbnail in batch])
+        photos = prefetch(_photos(pairs, inputs, failures, classifier, args.size), depth=args.batch_size)
+        for batch in _batches(photos, args.batch_size):
+            images = torch.stack([pixels for _, _, pixels in batch])
             result = protect(images, classifier, args.method, seed=args.seed, settings=settings)
             for (photo, output, _), pixels, record in zip(batch, to_uint8(result.images), result.records, strict=True):
                 try:
-                    save_png(pixels, output)
+                    save_image(pixels, output, quality=args.quality, icc_profile=photo.icc_profile,
+                               exif=photo.exif if args.keep_metadata else None)
                 except OSError as error:
                     failures.append(f"{photo.path}: cannot write {output}: {error}")
                     _warn(f"error: {failures[-1]}")
@@ -126,6 +146,10 @@ def command_protect(args: argparse.Namespace) -> int:
                 record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run,
                           **record}
                 records.append(record)
+                before, after = record["clean_top5"][0], record["final_top5"][0]
+                tqdm.write(f"{photo.path} -> {output}: {before['name']} ({before['probability']:.2f}) -> "
+                           f"{after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
+                           f"PSNR {record['psnr'] or float('inf'):.1f} dB")
                 if report:
                     report.write(json.dumps(record) + "\n")
                     report.flush()
@@ -206,8 +230,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="classifier to protect against")
     parser.add_argument("--weights", help="use this local checkpoint file instead of the default weights")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--resize", default="bilinear", choices=RESIZE_POLICIES,
-                        help="how a photo is brought to the model's input size (default: the paper's)")
+    parser.add_argument("--resize", default="auto", choices=["auto", *RESIZE_POLICIES],
+                        help="how the classifier brings a photo to its input size; auto: bilinear-antialias for "
+                             "full-size output, the paper's bilinear otherwise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-perturbation", type=float, help="optional L-infinity bound around the original")
     p.add_argument("--seed", type=int, help="make target choice reproducible (default: unpredictable)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", default="full", choices=["full", "model"],
+                   help="output at the photo's own size (default) or at the model's input size (the paper's setting)")
+    p.add_argument("--robust", action="store_true",
+                   help="make the protection survive platform re-encoding (JPEG down to quality 25, resizing)")
+    p.add_argument("--format", default="png", choices=["png", "jpeg"], help="output format (default: lossless PNG)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality with --format jpeg (default 95)")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep EXIF metadata except location (default: strip all; the colour profile is always kept)")
     p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON record per photo to this file")
     p.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
     p.set_defaults(run=command_protect)

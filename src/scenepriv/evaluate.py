@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics
-from .images import ImageError, find_images, load_photo, save_png
+from .images import ImageError, find_images, load_photo, save_image
 from .methods import Settings, protect, to_uint8
 from .zoo import Classifier, places365, resize_to_input
 
@@ -94,6 +94,8 @@ class Item:
 
 @dataclass(frozen=True)
 class Dataset:
+    """The images to evaluate and where their labels come from."""
+
     root: Path
     layout: str  # "class folders", "places365_val.txt" or "unlabelled folder"
     items: list[Item]
@@ -321,7 +323,7 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                         "brisque": _finite(metrics.brisque(pixels)), "seconds": round(seconds, 6), "seed": seed,
                     }
                     if save_images:
-                        save_png(pixels, output / "images" / _slug(row.name) / Path(item.id).with_suffix(".png"))
+                        save_image(pixels, output / "images" / _slug(row.name) / Path(item.id).with_suffix(".png"))
                     stream.write(json.dumps(record) + "\n")
                     stream.flush()
                     previous.append(record)
@@ -423,14 +425,15 @@ def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str
 
 
 def _table2_markdown(table: list[dict[str, Any]], paper: dict[str, float] | None = None) -> str:
-    lines = ["| Method | distance to uniform ↓ | paper |" if paper else "| Method | distance to uniform ↓ |",
-             "|---|---:|---:|" if paper else "|---|---:|"]
-    lines[0] += " largest share of one class to one class | classes | images |"
-    lines[1] += "---:|---:|---:|"
+    header = ["Method", "distance to uniform ↓", *(["paper"] if paper else []),
+              "largest share of one class to one class", "classes", "images"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for entry in table:
-        paper_cell = f" {_cell(paper.get(entry['row']), 4)} |" if paper else ""
-        lines.append(f"| {entry['row']} | {entry['irreversibility']:.4f} |{paper_cell} {entry['max_share']:.0f}% "
-                     f"({entry['from']} -> {entry['to']}) | {entry['classes']} | {entry['images']} |")
+        paper_cell = [_cell(paper.get(entry["row"]), 4)] if paper else []
+        cells = [entry["row"], f"{entry['irreversibility']:.4f}", *paper_cell,
+                 f"{entry['max_share']:.0f}% ({entry['from']} -> {entry['to']})", str(entry["classes"]),
+                 str(entry["images"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -476,14 +479,18 @@ def figure_tradeoff(table: list[dict[str, Any]], path: Path) -> None:
     from matplotlib import pyplot
 
     figure, axis = pyplot.subplots(figsize=(6, 4.5))
+    points: dict[tuple[float, float], list[str]] = {}  # rows at the same place share one label
     for entry in table:
-        if math.isnan(entry["PSNR"]):
+        if entry["row"] == "Orig.":
             axis.axhline(entry["T5"], color="grey", linestyle="--", linewidth=1)
-            axis.annotate(f"{entry['row']} (no perturbation)", (0.01, entry["T5"]), xycoords=("axes fraction", "data"),
+            axis.annotate("Orig. (no perturbation)", (0.01, entry["T5"]), xycoords=("axes fraction", "data"),
                           fontsize=8, color="grey", va="bottom")
-            continue
-        axis.scatter(entry["PSNR"], entry["T5"], color="tab:blue")
-        axis.annotate(entry["row"], (entry["PSNR"], entry["T5"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        elif not math.isnan(entry["PSNR"]):  # NaN: every image unchanged, no finite PSNR
+            points.setdefault((round(entry["PSNR"], 1), round(entry["T5"], 1)), []).append(entry["row"])
+    for (psnr, top5), names in points.items():
+        axis.scatter(psnr, top5, color="tab:blue")
+        axis.annotate(", ".join(names), (psnr, top5), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.margins(x=0.2, y=0.1)  # room for the labels
     axis.set_xlabel("PSNR (dB) ↑")
     axis.set_ylabel("top-5 accuracy (%) ↓")
     axis.set_title("Protection against image quality")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
+from threading import Thread
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +27,8 @@ class Photo:
     path: Path
     pixels: torch.Tensor
     warnings: list[str] = field(default_factory=list)
+    icc_profile: bytes | None = None  # colour profile, kept on output
+    exif: bytes | None = None  # EXIF without location and with the orientation applied (for --keep-metadata)
 
 
 def image_extensions() -> set[str]:
@@ -79,6 +85,8 @@ def load_photo(path: Path) -> Photo:
             if getattr(image, "n_frames", 1) > 1:
                 warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
             image.load()
+            icc_profile = image.info.get("icc_profile")
+            exif = _exif_without_location(image)
             rgb = _to_rgb(ImageOps.exif_transpose(image), warnings)
     except Image.DecompressionBombError as error:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
@@ -87,17 +95,71 @@ def load_photo(path: Path) -> Photo:
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: unreadable image ({error})") from None
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
-    return Photo(path, pixels, warnings)
+    if icc_profile and icc_profile[16:20] != b"RGB ":  # a grey or CMYK profile does not describe RGB output
+        icc_profile = None
+    return Photo(path, pixels, warnings, icc_profile, exif)
 
 
-def save_png(pixels: np.ndarray, path: Path) -> None:
-    """Write an (H, W, 3) uint8 array as PNG atomically: a temporary file beside it, then a rename."""
+GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+
+
+def _exif_without_location(image: Image.Image) -> bytes | None:
+    """The photo's EXIF with the GPS block removed and the orientation reset (it is applied to the pixels)."""
+    exif = image.getexif()
+    if not exif:
+        return None
+    exif.pop(GPS_IFD, None)
+    exif.pop(ORIENTATION, None)
+    return exif.tobytes() if exif else None
+
+
+def save_image(
+    pixels: np.ndarray, path: Path, *, quality: int = 95, icc_profile: bytes | None = None, exif: bytes | None = None
+) -> None:
+    """Write an (H, W, 3) uint8 array atomically: a temporary file beside it, then a rename.
+
+    PNG (lossless) unless ``path`` ends in .jpg/.jpeg. Nothing but the given colour profile and
+    EXIF is written: no XMP, IPTC or GPS data.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2} if jpeg else {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if exif:
+        options["exif"] = exif
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels).save(stream, format="PNG")
+            Image.fromarray(pixels).save(stream, format="JPEG" if jpeg else "PNG", **options)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Produce ``items`` in a background thread, up to ``depth`` ahead, so decoding overlaps compute."""
+    queue: Queue = Queue(maxsize=max(1, depth))
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                queue.put((item, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            queue.put((None, error))
+        queue.put((end, None))
+
+    Thread(target=produce, daemon=True).start()
+    while True:
+        item, error = queue.get()
+        if error is not None:
+            raise error
+        if item is end:
+            return
+        yield item
