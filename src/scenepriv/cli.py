@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 import time
 from datetime import datetime, timezone
+from itertools import product
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import METHODS, MODELS, Settings, load_classifier, protect
-from .images import ImageError, find_images, load_photo, prefetch, save_image
+from . import METHODS, MODELS, Settings, load_classifier, protect, verify
+from .images import ImageError, find_images, image_extensions, load_photo, prefetch, save_image
 from .methods import to_uint8
+from .transforms import RESAMPLERS
 from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
 from .zoo.cache import WeightsUnavailable
 
@@ -226,6 +229,77 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _original_of(relative: Path, originals: Path) -> Path | None:
+    """The original photo of a protected file: same relative name in ``originals``, any image extension."""
+    if (originals / relative).is_file():  # outputs named after a clash keep the extension: x.jpg.png
+        return originals / relative
+    candidates = sorted((originals / relative).parent.glob(f"{glob.escape(relative.name)}.*"))
+    return next((c for c in candidates if c.suffix.lower() in image_extensions()), None)
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    try:
+        sources = find_images([Path(p) for p in args.files], recursive=args.recursive)
+        qualities = [int(q) for q in args.jpeg.split(",") if q.strip()]
+        scales = [float(s) for s in args.scale.split(",") if s.strip()]
+    except ImageError as error:
+        raise SystemExit(f"error: {error}") from None
+    except ValueError:
+        raise SystemExit("error: --jpeg takes integers and --scale numbers, separated by commas") from None
+    resamplers = list(RESAMPLERS) if args.resamplers == "all" else args.resamplers.split(",")
+    if unknown := set(resamplers) - set(RESAMPLERS):
+        raise SystemExit(f"error: unknown resampler {', '.join(sorted(unknown))}; choose from {', '.join(RESAMPLERS)}")
+    all_checks = verify.checks(qualities, scales, resamplers)
+    classifier = _classifier(args)
+    failed, results = False, []
+    for path, relative in tqdm(sources, unit="photo", file=sys.stderr, disable=None):
+        original = _original_of(relative, Path(args.original)) if args.original else None
+        try:
+            protected = load_photo(path).pixels
+            if args.original and original is None:
+                raise ImageError(f"{path}: no original named {relative}.* in {args.original}")
+            original_top1 = verify.top1_under_checks(classifier, load_photo(original).pixels, all_checks) \
+                if original else None
+        except ImageError as error:
+            _warn(f"error: {error}")
+            failed = True
+            continue
+        with torch.inference_mode():
+            target = int(classifier(protected[None].to(next(classifier.parameters()).device)).argmax())
+        protected_top1 = verify.top1_under_checks(classifier, protected, all_checks)
+        checks = []
+        for i, check in enumerate(all_checks):
+            entry = {"check": check.name, "top1": classifier.labels[protected_top1[i]],
+                     "target_wins": protected_top1[i] == target}
+            if original_top1:
+                entry.update(original_top1=classifier.labels[original_top1[i]],
+                             holds=protected_top1[i] != original_top1[i])
+            checks.append(entry)
+        results.append({"file": str(path), "original": str(original) if original else None,
+                        "target": classifier.labels[target], "checks": checks})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 1 if failed else 0
+    key = "holds" if args.original else "target_wins"
+    for result in results:
+        broken = [c["check"] for c in result["checks"] if not c[key]]
+        print(f"{result['file']}: {len(result['checks']) - len(broken)}/{len(result['checks'])} checks "
+              f"{'hold' if args.original else 'keep the target'} ({result['target']})"
+              + (f"; not: {', '.join(broken)}" if broken else ""))
+    if results:
+        print(f"\n{'share of files' + (' holding' if args.original else ' keeping the target'):<38}"
+              + "".join(f"{r:>20}" for r in resamplers))
+        for quality, scale in product([None, *qualities], scales):
+            cells = []
+            for resampler in resamplers:
+                name = verify.Check(quality, scale, resampler).name
+                held = [c[key] for r in results for c in r["checks"] if c["check"] == name]
+                cells.append(f"{100 * sum(held) / len(held):>19.0f}%")
+            label = f"{'as saved' if quality is None else f'JPEG {quality}'}, scale {scale:g}"
+            print(f"{label:<38}" + "".join(cells))
+    return 1 if failed else 0
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="classifier to protect against")
     parser.add_argument("--weights", help="use this local checkpoint file instead of the default weights")
@@ -287,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep only the 60 private classes of MediaEval 2018 (Places365 models)")
     e.add_argument("--save-images", action="store_true", help="also write the protected images as PNG")
     e.set_defaults(run=command_evaluate)
+
+    v = commands.add_parser("verify", help="check that protected files stay protected after re-encoding")
+    v.add_argument("files", nargs="+", metavar="FILE", help="protected photos or folders of them")
+    v.add_argument("--original", metavar="DIR", help="folder of the originals (same names, any extension)")
+    v.add_argument("--jpeg", default="25,50,75,95", help="JPEG qualities to re-encode with (default 25,50,75,95)")
+    v.add_argument("--scale", default="0.5,1", help="scales to resize by before JPEG (default 0.5,1)")
+    v.add_argument("--resamplers", default="all", help=f"all, or some of {','.join(RESAMPLERS)}")
+    v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
+    v.add_argument("--json", action="store_true", help="print every check as JSON")
+    _model_options(v)
+    v.set_defaults(run=command_verify)
 
     m = commands.add_parser("models", help="the classifiers available and where their weights are")
     m.set_defaults(run=command_models)
