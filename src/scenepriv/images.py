@@ -86,8 +86,9 @@ def load_photo(path: Path) -> Photo:
                 warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
             image.load()
             icc_profile = image.info.get("icc_profile")
-            exif = _exif_without_location(image)
-            rgb = _to_rgb(ImageOps.exif_transpose(image), warnings)
+            upright = ImageOps.exif_transpose(image)  # a copy whose EXIF has no orientation left
+            exif = _exif_without_location(upright)
+            rgb = _to_rgb(upright, warnings)
     except Image.DecompressionBombError as error:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
     except UnidentifiedImageError:
@@ -105,7 +106,7 @@ ORIENTATION = 0x0112
 
 
 def _exif_without_location(image: Image.Image) -> bytes | None:
-    """The photo's EXIF with the GPS block removed and the orientation reset (it is applied to the pixels)."""
+    """The EXIF of an upright copy, with the GPS block removed (and no orientation: it is in the pixels)."""
     exif = image.getexif()
     if not exif:
         return None

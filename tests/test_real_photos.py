@@ -1,0 +1,138 @@
+"""Issue 4 behaviour: full-resolution output, metadata, JPEG output, robustness views, verify."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import scenepriv
+from conftest import EXAMPLES
+from scenepriv import transforms, verify
+from scenepriv.attack import sign_step_loop
+from scenepriv.cli import main
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def photo_with_metadata(tmp_path):
+    """A real photo with EXIF (camera, orientation 6 = rotated, GPS position) and an sRGB ICC profile."""
+    from PIL import ImageCms
+
+    source = Image.open(EXAMPLES / "home.jpg").convert("RGB").resize((160, 120))
+    exif = Image.Exif()
+    exif[0x010F] = "ExampleCam"  # Make
+    exif[0x0112] = 6  # Orientation: rotate 90 clockwise to display
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPSLatitude
+    exif.get_ifd(0x8825)[1] = "N"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = tmp_path / "in" / "tagged.jpg"
+    path.parent.mkdir()
+    source.save(path, exif=exif, icc_profile=icc, quality=95)
+    return path, icc
+
+
+def test_output_has_the_input_size_and_no_metadata_but_the_colour_profile(tmp_path, capsys, photo_with_metadata):
+    path, icc = photo_with_metadata
+    code, out, err = run_cli(capsys, "protect", path, "-o", tmp_path / "out", "--method", "fgsm", "--seed", "0")
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "tagged.png") as image:
+        assert image.size == (120, 160)  # the EXIF rotation is applied to the pixels, and the size kept
+        assert not image.getexif()
+        assert image.info.get("icc_profile") == icc
+        assert not {"xmp", "XML:com.adobe.xmp", "exif"} & set(image.info)
+
+
+def test_keep_metadata_keeps_the_camera_but_never_the_location(tmp_path, capsys, photo_with_metadata):
+    path, _ = photo_with_metadata
+    code, _, err = run_cli(capsys, "protect", path, "-o", tmp_path / "out", "--method", "fgsm", "--seed", "0",
+                           "--keep-metadata")
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "tagged.png") as image:
+        exif = image.getexif()
+        assert exif.get(0x010F) == "ExampleCam"
+        assert 0x8825 not in exif and not exif.get_ifd(0x8825)
+        assert exif.get(0x0112) in (None, 1)  # the pixels are already upright
+
+
+def test_size_model_gives_the_paper_thumbnails_and_jpeg_output_warns(tmp_path, capsys):
+    shutil.copy(EXAMPLES / "home.jpg", tmp_path / "home.jpg")
+    code, _, err = run_cli(capsys, "protect", tmp_path / "home.jpg", "-o", tmp_path / "out", "--method", "fgsm",
+                           "--size", "model", "--format", "jpeg", "--quality", "90")
+    assert code == 0
+    assert "warning:" in err and "--robust" in err
+    with Image.open(tmp_path / "out" / "home.jpg") as image:
+        assert (image.format, image.size) == ("JPEG", (224, 224))
+
+
+def test_resize_pipelines_and_differentiable_jpeg():
+    x = torch.rand(2, 3, 60, 80, requires_grad=True)
+    for resampler in transforms.RESAMPLERS:
+        assert transforms.resize(x, (30, 40), resampler).shape == (2, 3, 30, 40)
+    with pytest.raises(ValueError, match="resampler"):
+        transforms.resize(x, (30, 40), "nearest-ish")
+    compressed = transforms.jpeg(x, torch.tensor([25.0, 95.0]))
+    assert compressed.shape == x.shape
+    # quality 25 loses more than quality 95, and gradients flow back to the pixels
+    assert (compressed[0] - x[0]).abs().mean() > (compressed[1] - x[1]).abs().mean()
+    compressed.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier, random_images):
+    """A view that shows the classifier a constant grey image can never reach a target: nothing stops early."""
+    grey = lambda saved: [torch.full_like(saved, 0.5)]  # noqa: E731
+    labels = lambda probabilities: probabilities.topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
+    plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
+                           early_stop=True, threshold=0.5)
+    viewed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
+                            early_stop=True, threshold=0.5, views=grey)
+    grey_top1 = int(tiny_classifier(torch.full((1, 3, 32, 32), 0.5)).argmax())
+    for i in range(len(random_images)):
+        if int(viewed.labels[i]) != grey_top1:
+            assert not viewed.success[i] and viewed.iterations[i] == 10
+    assert plain.success.any()
+
+
+def test_robust_protection_holds_through_real_jpeg(embedded_classifier):
+    photo = scenepriv.images.load_photo(EXAMPLES / "leuvenA.jpg").pixels
+    classifier = scenepriv.load_classifier(resize="bilinear-antialias")
+    result = scenepriv.protect(photo[None], classifier, "p-fgsm", seed=0, robust=True)
+    assert result.images.shape == photo[None].shape and result.records[0]["success"]
+    checks = verify.checks([25, 50], [0.5, 1.0], ["bilinear-antialias", "bicubic"])
+    before = verify.top1_under_checks(classifier, photo, checks)
+    after = verify.top1_under_checks(classifier, result.images[0], checks)
+    assert sum(a != b for a, b in zip(before, after, strict=True)) >= len(checks) - 1
+
+
+def test_verify_reports_every_check_against_the_original(tmp_path, capsys):
+    shutil.copy(EXAMPLES / "home.jpg", tmp_path / "home.jpg")
+    protected = tmp_path / "out"
+    assert run_cli(capsys, "protect", tmp_path / "home.jpg", "-o", protected, "--seed", "1")[0] == 0
+    code, out, err = run_cli(capsys, "verify", protected, "--original", tmp_path, "--jpeg", "50", "--scale", "1",
+                             "--json")
+    assert code == 0, err
+    (result,) = json.loads(out)
+    assert result["original"].endswith("home.jpg")
+    assert [c["check"] for c in result["checks"]] == [c.name for c in verify.checks([50], [1.0])]
+    saved = [c for c in result["checks"] if c["check"].startswith("saved")]
+    assert all(c["holds"] and c["original_top1"] != c["top1"] for c in saved)
+    code, out, _ = run_cli(capsys, "verify", protected, "--original", tmp_path, "--jpeg", "50", "--scale", "1")
+    assert "home.png" in out and "share of files holding" in out
+
+
+def test_verify_names_a_missing_original_and_goes_on(tmp_path, capsys):
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "orphan.png")
+    (tmp_path / "originals").mkdir()
+    code, _, err = run_cli(capsys, "verify", tmp_path / "orphan.png", "--original", tmp_path / "originals")
+    assert code == 1 and "orphan" in err and "no original" in err
