@@ -45,6 +45,7 @@ class PlatformViews:
     Each view: resize to a random scale in [min_scale, 1] (or to 1080 or 2048 px on the long side
     when the photo is larger) with a random resampler, JPEG at a random quality in
     [min_quality, max_quality], then down to the classifier's input size with a random resampler.
+    The first view of each call is harsh: the smallest of those scales and a quality in the lower half.
     """
 
     count: int = 2
@@ -54,17 +55,21 @@ class PlatformViews:
     long_sides: tuple[int, ...] = (1080, 2048)
 
     def __call__(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> list[torch.Tensor]:
-        return [self.view(x, input_size, generator) for _ in range(self.count)]
+        """The first view is the harshest kind (smallest scale, low quality); the others are random."""
+        return [self.view(x, input_size, generator, harsh=i == 0) for i in range(self.count)]
 
-    def view(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    def view(
+        self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator, harsh: bool = False
+    ) -> torch.Tensor:
         def pick(options):
             return options[int(torch.randint(len(options), (1,), generator=generator))]
 
         height, width = x.shape[-2:]
         scales = [self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator))]
         scales += [side / max(height, width) for side in self.long_sides if side < max(height, width)]
-        scale = pick(scales)
+        scale = min(scales) if harsh else pick(scales)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        quality = torch.randint(self.min_quality, self.max_quality + 1, (len(x),), generator=generator)
+        top_quality = (self.min_quality + self.max_quality) // 2 if harsh else self.max_quality
+        quality = torch.randint(self.min_quality, top_quality + 1, (len(x),), generator=generator)
         platform = jpeg(resize(x, size, pick(RESAMPLERS)), quality.float())
         return resize(platform, input_size, pick(RESAMPLERS))
