@@ -167,7 +167,7 @@ def _places365_val(root: Path, class_names: list[str]) -> list[Item]:
     missing = [name for name, _ in entries if not (folder / name).is_file()]
     if missing:
         raise EvaluationError(f"{root / PLACES365_VAL}: {len(missing)} of the {len(entries)} images listed are not in "
-                           f"{folder} (e.g. {missing[0]})")
+                              f"{folder} (e.g. {missing[0]})")
     return [Item(name, folder / name, index) for name, index in entries]
 
 
@@ -184,7 +184,7 @@ def load_dataset(root: Path, class_names: list[str], *, private_classes: bool = 
         loose = find_images([root])
         if loose:
             raise EvaluationError(f"{root}: has both class folders and loose photos ({loose[0][0].name}); "
-                               "move the photos into class folders or evaluate a flat folder")
+                                  "move the photos into class folders or evaluate a flat folder")
         layout, items = "class folders", _class_folders(root, folders, class_names)
     else:
         layout = "unlabelled folder"
@@ -286,7 +286,7 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
     other_models = {r.get("model") for r in previous} - {classifier.name}
     if other_models:
         raise EvaluationError(f"{results} holds results of model {sorted(map(str, other_models))[0]!r}, "
-                           f"not {classifier.name!r}; choose another -o")
+                              f"not {classifier.name!r}; choose another -o")
     done = {(r["image"], r["row"]) for r in previous}
     pending = [(item, [row for row in rows if (item.id, row.name) not in done]) for item in dataset.items]
     pending = [(item, todo) for item, todo in pending if todo]
@@ -487,9 +487,13 @@ def figure_tradeoff(table: list[dict[str, Any]], path: Path) -> None:
                           fontsize=8, color="grey", va="bottom")
         elif not math.isnan(entry["PSNR"]):  # NaN: every image unchanged, no finite PSNR
             points.setdefault((round(entry["PSNR"], 1), round(entry["T5"], 1)), []).append(entry["row"])
-    for (psnr, top5), names in points.items():
+    placed: list[tuple[float, float]] = []
+    for (psnr, top5), names in sorted(points.items()):
+        neighbours = sum(abs(psnr - x) < 1.5 and abs(top5 - y) < 4 for x, y in placed)  # stack close labels
         axis.scatter(psnr, top5, color="tab:blue")
-        axis.annotate(", ".join(names), (psnr, top5), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.annotate(", ".join(names), (psnr, top5), textcoords="offset points", xytext=(4, 4 - 11 * neighbours),
+                      fontsize=8)
+        placed.append((psnr, top5))
     axis.margins(x=0.2, y=0.1)  # room for the labels
     axis.set_xlabel("PSNR (dB) ↑")
     axis.set_ylabel("top-5 accuracy (%) ↓")
