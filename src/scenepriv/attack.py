@@ -60,6 +60,7 @@ def sign_step_loop(
     threshold: float = 0.99,
     max_perturbation: float | None = None,
     views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    view_threshold: float = 0.5,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -68,7 +69,8 @@ def sign_step_loop(
     ``recompute=False`` repeats the first direction ``steps`` times (the paper's "(kI)" baselines).
     ``early_stop`` ends an image's iterations as soon as its saved version reaches the goal.
     ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
-    re-encodings): their losses join the gradient, and the goal must then hold on each of them too.
+    re-encodings): their losses join the gradient, and the goal must then hold on each of them too,
+    with the target's probability at least ``view_threshold`` (a margin against unseen re-encodings).
     """
     x_original = quantise(images.detach().float())
     x = x_original.clone()
@@ -97,8 +99,8 @@ def sign_step_loop(
                 labels = choose_labels(clean_logits.double().softmax(1)).to(x.device)
                 final_logits = torch.empty_like(clean_logits)
             reached = goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
-            for view in view_logits:  # on a transformed version the target only has to stay on top
-                reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=0.0)
+            for view in view_logits:
+                reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
             done = reached | last if early_stop else torch.full_like(reached, last)
             final_logits[index[done]] = logits.detach()[done]
             success[index[done]] = reached[done]

@@ -45,7 +45,7 @@ class PlatformViews:
     Each view: resize to a random scale in [min_scale, 1] (or to 1080 or 2048 px on the long side
     when the photo is larger) with a random resampler, JPEG at a random quality in
     [min_quality, max_quality], then down to the classifier's input size with a random resampler.
-    The first view of each call is harsh: the smallest of those scales and a quality in the lower half.
+    The first view of each call is the harshest: the smallest of those scales and the lowest quality.
     """
 
     count: int = 2
@@ -65,11 +65,11 @@ class PlatformViews:
             return options[int(torch.randint(len(options), (1,), generator=generator))]
 
         height, width = x.shape[-2:]
-        scales = [self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator))]
-        scales += [side / max(height, width) for side in self.long_sides if side < max(height, width)]
-        scale = min(scales) if harsh else pick(scales)
+        fixed = [side / max(height, width) for side in self.long_sides if side < max(height, width)]
+        random_scale = self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator))
+        scale = min([self.min_scale, *fixed]) if harsh else pick([random_scale, *fixed])
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        top_quality = (self.min_quality + self.max_quality) // 2 if harsh else self.max_quality
+        top_quality = self.min_quality if harsh else self.max_quality
         quality = torch.randint(self.min_quality, top_quality + 1, (len(x),), generator=generator)
         platform = jpeg(resize(x, size, pick(RESAMPLERS)), quality.float())
         return resize(platform, input_size, pick(RESAMPLERS))
