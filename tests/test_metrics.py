@@ -86,3 +86,15 @@ def test_max_mapping_share_names_the_class_pair():
     true = [7, 7, 7, 7, 2, 2]
     assigned = [1, 3, 3, 3, 4, 5]
     assert metrics.max_mapping_share(true, assigned) == (0.75, 7, 3)
+
+
+def test_psnr_and_norms_match_scikit_image_and_numpy_on_random_images():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(5)
+    reference = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    test = np.clip(reference.astype(int) + rng.integers(-7, 8, reference.shape), 0, 255).astype(np.uint8)
+    assert metrics.psnr(reference, test) == pytest.approx(peak_signal_noise_ratio(reference, test, data_range=255))
+    delta = (test.astype(float) - reference) / 255
+    linf, l2 = metrics.perturbation_norms(reference, test)
+    assert linf == pytest.approx(np.abs(delta).max()) and l2 == pytest.approx(np.sqrt((delta**2).sum()))

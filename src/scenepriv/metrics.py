@@ -8,14 +8,25 @@ from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
+
+
+def _difference(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, int]:
+    """test - reference of two uint8 images as int16, and its exact sum of squares.
+
+    Integer arithmetic: exact, and a 24-megapixel photo needs ~0.4 GB instead of the ~1.7 GB of
+    float64 copies that scikit-image's PSNR makes.
+    """
+    delta = np.subtract(test, reference, dtype=np.int16)
+    return delta, int(np.square(delta, dtype=np.int32).sum(dtype=np.int64))
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB, data range 255; infinite for identical images."""
-    if np.array_equal(reference, test):
+    """Peak signal-to-noise ratio in dB of 8-bit images, data range 255; infinite for identical images."""
+    delta, squares = _difference(reference, test)
+    if squares == 0:
         return math.inf
-    return float(peak_signal_noise_ratio(reference, test, data_range=255))
+    return 10 * math.log10(255**2 * delta.size / squares)
 
 
 SSIM_RADIUS = 5  # Gaussian window sigma 1.5 truncated at 3.5 sigma: 11x11, as scikit-image builds it
@@ -47,9 +58,9 @@ def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 512) -> 
 
 
 def perturbation_norms(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
-    """L-infinity and L2 norms of the perturbation, in [0, 1] pixel units."""
-    delta = (test.astype(np.float64) - reference.astype(np.float64)) / 255
-    return float(np.abs(delta).max(initial=0.0)), float(np.sqrt((delta**2).sum()))
+    """L-infinity and L2 norms of the perturbation between two 8-bit images, in [0, 1] pixel units."""
+    delta, squares = _difference(reference, test)
+    return int(np.abs(delta).max(initial=0)) / 255, math.sqrt(squares) / 255
 
 
 @functools.cache
