@@ -21,7 +21,6 @@ from .transforms import RESAMPLERS
 from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
 from .zoo.cache import WeightsUnavailable
 
-
 FULL_SIZE_EPS = 1 / 255  # step for full-size output: one grey level per iteration
 
 
