@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
+
+# Speed and quality of the fast paths (README, "Speed"). torchattacks is installed without its
+# dependencies: 3.5.1 pins requests~=2.25.1 and tqdm, which would downgrade the environment.
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
+	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --quality
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

@@ -11,7 +11,8 @@ import scenepriv
 from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv.attack import quantise, straight_through_quantise
 from scenepriv.images import load_photo
-from scenepriv.zoo import Classifier, base, bf16_is_fast, compile_problem, resize_to_input
+from scenepriv.zoo import Classifier, base, resize_to_input
+from scenepriv.zoo.base import bf16_is_fast, compile_problem, fold_batch_norms
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +30,27 @@ def logits_and_gradient(classifier: Classifier, images: torch.Tensor, targets: t
 
 
 @pytest.fixture(scope="module")
-def fp32_reference(embedded_classifier, thumbnails):
+def plain_reference(thumbnails):
+    """The network as published: fp32, contiguous, batch norms unfolded."""
+    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="fp32", channels_last=False,
+                                           fold_batch_norm=False)
     targets = torch.arange(len(thumbnails)) * 150 + 7
-    return targets, *logits_and_gradient(embedded_classifier, thumbnails, targets)
+    return targets, *logits_and_gradient(classifier, thumbnails, targets)
 
 
-def test_channels_last_computes_the_same_function(thumbnails, fp32_reference):
-    targets, logits, gradient = fp32_reference
-    classifier = scenepriv.load_classifier("efficientnet-lite0", channels_last=True)
+def test_fp32_fast_paths_compute_the_same_function(thumbnails, plain_reference):
+    targets, logits, gradient = plain_reference
+    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="fp32")  # channels-last, folded
+    assert classifier.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in classifier.network.modules())
     fast_logits, fast_gradient = logits_and_gradient(classifier, thumbnails, targets)
-    torch.testing.assert_close(fast_logits, logits, atol=1e-4, rtol=1e-4)
-    assert (fast_gradient - gradient).norm() / gradient.norm() < 1e-3  # only the summation order differs
+    torch.testing.assert_close(fast_logits, logits, atol=1e-3, rtol=1e-3)
+    assert (fast_gradient - gradient).norm() / gradient.norm() < 1e-2  # only the rounding differs (3e-3 measured)
     assert (fast_gradient.sign() == gradient.sign()).float().mean() > 0.999
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_bf16_keeps_the_top1_and_most_gradient_signs(thumbnails, fp32_reference, channels_last):
-    targets, logits, gradient = fp32_reference
-    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="bf16", channels_last=channels_last)
+def test_bf16_keeps_the_top1_and_most_gradient_signs(thumbnails, plain_reference):
+    targets, logits, gradient = plain_reference
+    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="bf16")
     assert classifier.autocast_dtype(torch.device("cpu")) == torch.bfloat16
     fast_logits, fast_gradient = logits_and_gradient(classifier, thumbnails, targets)
     assert fast_logits.dtype == torch.float32  # the engine's softmax and stopping test stay in fp32
@@ -56,10 +60,9 @@ def test_bf16_keeps_the_top1_and_most_gradient_signs(thumbnails, fp32_reference,
 
 
 def test_auto_precision_follows_the_hardware():
-    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="auto")
     expected = torch.bfloat16 if bf16_is_fast("cpu") else None
-    assert classifier.autocast_dtype(torch.device("cpu")) == expected
-    assert scenepriv.load_classifier("efficientnet-lite0").autocast_dtype(torch.device("cpu")) is None
+    assert make_classifier(precision="auto").autocast_dtype(torch.device("cpu")) == expected
+    assert make_classifier().autocast_dtype(torch.device("cpu")) is None  # the class itself defaults to fp32
 
 
 def test_autocast_leaves_a_float64_network_exact(random_images):
@@ -112,3 +115,33 @@ def test_compile_is_refused_in_one_line_without_a_compiler(monkeypatch):
             classifier(torch.rand(1, 3, 16, 16))
     finally:
         compile_problem.cache_clear()
+
+
+class ConvolutionNorm(nn.Module):
+    def __init__(self, skip: bool):
+        super().__init__()
+        self.skip = skip
+        self.convolution, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-1, 1), self.norm.running_var.uniform_(0.5, 2)
+            self.norm.weight.uniform_(0.5, 2), self.norm.bias.uniform_(-1, 1)
+
+    def forward(self, x):
+        y = self.convolution(x)
+        return self.head(self.norm(y) + y if self.skip else self.norm(y))
+
+
+def test_folding_batch_norms_keeps_the_logits_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    network, x = ConvolutionNorm(skip=False).eval(), torch.randn(2, 3, 8, 8)
+    folded = fold_batch_norms(network, x[:1])
+    assert isinstance(folded.norm, nn.Identity) and isinstance(network.norm, nn.BatchNorm2d)
+    torch.testing.assert_close(folded(x), network(x))
+
+
+def test_a_norm_whose_convolution_output_is_also_read_elsewhere_is_not_folded():
+    torch.manual_seed(0)
+    network = ConvolutionNorm(skip=True).eval()
+    with pytest.warns(UserWarning, match="changed the logits"):
+        assert fold_batch_norms(network, torch.randn(1, 3, 8, 8)) is network

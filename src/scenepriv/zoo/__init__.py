@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import imagenet, places365
-from .base import PRECISIONS, RESIZE_POLICIES, Classifier, bf16_is_fast, compile_problem, resize_to_input
+from .base import PRECISIONS, RESIZE_POLICIES, Classifier, compile_problem, resize_to_input
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -56,16 +56,18 @@ def load_classifier(
     device: str | torch.device | None = None,
     *,
     resize: str = "bilinear",
-    precision: str = "fp32",
-    channels_last: bool = False,
+    precision: str = "auto",
+    channels_last: bool = True,
     compile: bool = False,
+    fold_batch_norm: bool = True,
 ) -> Classifier:
     """Build model ``name`` of the zoo, with its weights from ``weights`` (a local file) if given.
 
     ``resize`` is how a photo of any size is brought to the model's input size
     (see :func:`scenepriv.zoo.base.resize_to_input`); the default is the paper's.
-    ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last`` and ``compile`` are the
-    speed options of :class:`Classifier`; ``compile=True`` is refused here, in one line, where
+    ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last``, ``compile`` and
+    ``fold_batch_norm`` are the speed options of :class:`Classifier`; the defaults are the fastest
+    measured on CPU (README, "Speed"). ``compile=True`` is refused here, in one line, where
     ``torch.compile`` cannot run on ``device``.
     """
     if name not in MODELS:
@@ -77,10 +79,10 @@ def load_classifier(
     classifier = Classifier(
         spec.build(weights), name=name, labels=spec.labels(), input_size=spec.input_size,
         mean=spec.mean, std=spec.std, resize=resize, precision=precision, channels_last=channels_last,
-        compile=compile,
+        compile=compile, fold_batch_norm=fold_batch_norm,
     )
     return classifier.to(device)
 
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "bf16_is_fast",
-           "compile_problem", "load_classifier", "resize_to_input"]
+__all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "load_classifier",
+           "resize_to_input"]
