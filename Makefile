@@ -19,7 +19,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 # Speed and quality of the fast paths (README, "Speed"). torchattacks is installed without its
-# dependencies: 3.5.1 pins requests~=2.25.1 and tqdm, which would downgrade the environment.
+# dependencies: 3.5.1 pins requests~=2.25.1, which would downgrade the environment.
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/python benchmarks/run.py

@@ -40,7 +40,7 @@ def plain_reference(thumbnails):
 
 def test_fp32_fast_paths_compute_the_same_function(thumbnails, plain_reference):
     targets, logits, gradient = plain_reference
-    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="fp32")  # channels-last, folded
+    classifier = scenepriv.load_classifier("efficientnet-lite0", precision="fp32", fold_batch_norm=True)
     assert classifier.channels_last and not any(isinstance(m, nn.BatchNorm2d) for m in classifier.network.modules())
     fast_logits, fast_gradient = logits_and_gradient(classifier, thumbnails, targets)
     torch.testing.assert_close(fast_logits, logits, atol=1e-3, rtol=1e-3)

@@ -147,7 +147,8 @@ class Classifier(nn.Module):
     ``channels_last`` stores weights and activations as NHWC, the layout oneDNN and cuDNN prefer.
     ``compile`` runs normalisation and network through ``torch.compile`` (slow first call).
     ``fold_batch_norm`` folds batch norms into the convolutions before them (the same function,
-    fewer passes over memory; see :func:`fold_batch_norms`).
+    fewer passes over memory; see :func:`fold_batch_norms`); ``network`` then holds the folded
+    copy, whose state dict differs from the checkpoint's.
     """
 
     def __init__(
@@ -163,7 +164,7 @@ class Classifier(nn.Module):
         precision: str = "fp32",
         channels_last: bool = False,
         compile: bool = False,
-        fold_batch_norm: bool = True,
+        fold_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_POLICIES:
