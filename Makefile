@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	rm -rf demo-output
-	$(BIN)/scenepriv protect examples/photos -o demo-output --report demo-output/report.jsonl
+	$(BIN)/scenepriv protect examples/photos -o demo-output --robust --report demo-output/report.jsonl
+	$(BIN)/scenepriv verify demo-output --original examples/photos --jpeg 50,75 --scale 0.5,1
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests
