@@ -11,10 +11,11 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-RESIZE_POLICIES = ("bilinear", "bilinear-antialias", "resize-crop")
+from ..transforms import RESAMPLERS, resize
+
+RESIZE_POLICIES = (*RESAMPLERS, "resize-crop")
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -62,26 +63,20 @@ def resize_to_input(x: torch.Tensor, size: tuple[int, int], policy: str) -> torc
     """Differentiably bring a batch (N, 3, H, W) to the model's input size.
 
     ``bilinear`` is the paper's setting (the whole image downsized bilinearly, no crop);
-    ``bilinear-antialias`` is the same with an antialiasing filter when shrinking;
-    ``resize-crop`` is torchvision's evaluation transform (short side to 256/224 of the
-    input size, then a centre crop).
+    ``bilinear-antialias``, ``bicubic`` and ``area`` are the other resamplers of
+    :mod:`scenepriv.transforms`; ``resize-crop`` is torchvision's evaluation transform (short side
+    to 256/224 of the input size, antialiased bilinear, then a centre crop).
     """
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    if policy != "resize-crop":
+        return resize(x, size, policy)
     height, width = size
-    if policy == "resize-crop":
-        short = round(min(height, width) * 256 / 224)
-        scale = short / min(x.shape[-2:])
-        resized = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
-        if resized != tuple(x.shape[-2:]):
-            x = F.interpolate(x, size=resized, mode="bilinear", align_corners=False, antialias=True)
-        top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
-        return x[..., top : top + height, left : left + width]
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    return F.interpolate(
-        x, size=(height, width), mode="bilinear", align_corners=False, antialias=policy == "bilinear-antialias"
-    )
+    scale = round(min(height, width) * 256 / 224) / min(x.shape[-2:])
+    resized = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
+    x = resize(x, resized, "bilinear-antialias")
+    top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
+    return x[..., top : top + height, left : left + width]
 
 
 def fold_batch_norms(network: nn.Module, example: torch.Tensor) -> nn.Module:
