@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import scenepriv
+from scenepriv import targets
 from scenepriv.attack import quantise
 from scenepriv.zoo import Classifier
 
@@ -167,3 +168,15 @@ def test_unknown_method_and_bad_settings_are_rejected(tiny_classifier, random_im
         scenepriv.protect(random_images, tiny_classifier, "pgd")
     with pytest.raises(ValueError, match="sigma"):
         scenepriv.protect(random_images, tiny_classifier, "p-fgsm", sigma=1.5)
+
+
+def test_pfgsm_targets_come_from_the_private_set_only(tiny_classifier, random_images):
+    """With sigma 0.9 the set excludes several likely classes; every drawn target must lie beyond sigma."""
+    with torch.no_grad():
+        probabilities = tiny_classifier(random_images).double().softmax(1)
+    allowed = targets.private_target_set(probabilities, 0.9)
+    assert (allowed.sum(1) < probabilities.shape[1] - 1).all()  # a strict subset of R-FGSM's set
+    for seed in range(5):
+        records = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=seed, sigma=0.9, max_iter=0).records
+        for i, record in enumerate(records):
+            assert allowed[i, record["target"]["index"]] and record["target"]["mass_above"] > 0.9
