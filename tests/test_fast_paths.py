@@ -1,6 +1,8 @@
 """The classifier's speed options (bf16 autocast, channels-last, torch.compile) keep what the attack sees."""
 
 import functools
+import platform
+import sys
 
 import pytest
 import torch
@@ -145,3 +147,32 @@ def test_a_norm_whose_convolution_output_is_also_read_elsewhere_is_not_folded():
     network = ConvolutionNorm(skip=True).eval()
     with pytest.warns(UserWarning, match="changed the logits"):
         assert fold_batch_norms(network, torch.randn(1, 3, 8, 8)) is network
+
+
+def test_keep_freed_memory_applies_exactly_where_glibc_runs():
+    """mallopt answers 1 for each setting it takes: a wrong parameter number would make this False."""
+    from scenepriv.runtime import keep_freed_memory
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
+
+
+def test_protect_runs_fast_by_default_and_the_measuring_commands_run_the_network_in_fp32():
+    from scenepriv.cli import build_parser
+
+    parser = build_parser()
+    protect = parser.parse_args(["protect", "photo.jpg", "-o", "out"])
+    assert protect.precision == "auto" and protect.fold_batch_norm
+    for command in (["classify", "photo.jpg"], ["verify", "out"], ["evaluate", "data", "-o", "results"]):
+        arguments = parser.parse_args(command)
+        assert arguments.precision == "fp32" and arguments.fold_batch_norm, command
+    assert not parser.parse_args(["protect", "photo.jpg", "-o", "out", "--no-fold-batch-norm"]).fold_batch_norm
+
+
+def test_straight_through_quantise_rounds_forward_and_passes_the_gradient_unchanged():
+    x = torch.tensor([0.1234, 0.5, 0.99999, 1.2, -0.3], dtype=torch.float64, requires_grad=True)
+    saved = straight_through_quantise(x)
+    assert torch.equal(saved, torch.round(x.detach().clamp(0, 1) * 255) / 255)
+    (gradient,) = torch.autograd.grad((saved * torch.arange(5.0, dtype=torch.float64)).sum(), x)
+    assert torch.equal(gradient, torch.arange(5.0, dtype=torch.float64))
+    assert torch.equal(x.detach(), torch.tensor([0.1234, 0.5, 0.99999, 1.2, -0.3], dtype=torch.float64))  # untouched

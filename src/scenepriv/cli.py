@@ -17,6 +17,7 @@ from tqdm import tqdm
 from . import METHODS, MODELS, Settings, load_classifier, protect, verify
 from .images import ImageError, find_images, image_extensions, load_photo, prefetch, save_image
 from .methods import to_uint8
+from .runtime import keep_freed_memory
 from .transforms import RESAMPLERS
 from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
 from .zoo.cache import WeightsUnavailable
@@ -305,15 +306,17 @@ def command_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32") -> None:
+    """``precision``: the default of ``--precision``; protect takes ``auto`` (speed), the commands that
+    measure take ``fp32``, the network as published, whatever the machine."""
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="classifier to protect against")
     parser.add_argument("--weights", help="use this local checkpoint file instead of the default weights")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+    parser.add_argument("--precision", default=precision, choices=["fp32", "bf16", "auto"],
                         help="bf16 autocast (about 3x faster where the CPU or GPU runs bf16 natively; auto: "
-                             "bf16 only there)")
-    parser.add_argument("--fold-batch-norm", action="store_true",
-                        help="fold batch norms into convolutions (same function, faster)")
+                             f"bf16 only there; default {precision})")
+    parser.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                        help="fold batch norms into convolutions (the same function to float rounding, faster)")
     parser.add_argument("--resize", default="auto", choices=["auto", *RESIZE_POLICIES],
                         help="how the classifier brings a photo to its input size; auto: bilinear-antialias for "
                              "full-size output, the paper's bilinear otherwise")
@@ -327,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected PNGs")
     p.add_argument("--method", default="p-fgsm", choices=list(METHODS))
-    _model_options(p)
+    _model_options(p, precision="auto")
     p.add_argument("--eps", type=float,
                    help="step size in [0, 1] pixel units (default 1/255 for full-size output, the paper's 0.007 "
                         "with --size model)")
@@ -392,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     if getattr(args, "batch_size", 1) < 1:
         raise SystemExit("error: --batch-size must be at least 1")
     if getattr(args, "top", 1) < 1:

@@ -59,7 +59,7 @@ def load_classifier(
     precision: str = "fp32",
     channels_last: bool = True,
     compile: bool = False,
-    fold_batch_norm: bool = False,
+    fold_batch_norm: bool = True,
 ) -> Classifier:
     """Build model ``name`` of the zoo, with its weights from ``weights`` (a local file) if given.
 
@@ -67,8 +67,10 @@ def load_classifier(
     (see :func:`scenepriv.zoo.base.resize_to_input`); the default is the paper's.
     ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last``, ``compile`` and
     ``fold_batch_norm`` are the speed options of :class:`Classifier` (README, "Speed"); the
-    defaults keep the network's fp32 results and its state dict, and ``precision="auto",
-    fold_batch_norm=True`` is about 3x faster on CPUs with AMX. ``compile=True`` is refused here,
+    defaults keep the network's fp32 results (to float rounding: batch norms are folded, and the
+    folded network is checked against the original at load; ``fold_batch_norm=False`` keeps the
+    checkpoint's state dict), and ``precision="auto"`` is about 3x faster on CPUs with AMX, as
+    ``scenepriv protect`` runs by default. ``compile=True`` is refused here,
     in one line, where ``torch.compile`` cannot run on ``device``.
     """
     if name not in MODELS:
