@@ -5,6 +5,8 @@ Every image is generated with Pillow in ``tmp_path``; only the truncated-JPEG ca
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +274,15 @@ def test_save_image_round_trips_exactly_and_leaves_no_temporary_file(tmp_path):
         assert image.format == "PNG" and image.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(image), pixels)
     assert sorted(p.name for p in destination.parent.iterdir()) == ["protected.png"]
+
+
+def test_saved_photo_gets_the_permissions_of_a_normally_created_file(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        save_image(np.zeros((4, 4, 3), dtype=np.uint8), tmp_path / "protected.png")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "protected.png").stat().st_mode) == 0o640  # 0o666 minus the umask, not 0o600
 
 
 def test_save_image_replaces_an_existing_output(tmp_path):

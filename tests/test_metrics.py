@@ -31,6 +31,27 @@ def test_psnr_of_a_constant_plus_minus_k_offset(k):
     assert metrics.perturbation_norms(reference, test)[0] == pytest.approx(k / 255)
 
 
+@pytest.mark.parametrize("rows_per_strip", [1024, 7])
+def test_ssim_is_scikit_images_value(rows_per_strip):
+    """Within 1e-6 of structural_similarity with the paper-standard settings, on a photo with a one-level
+    perturbation (nearly flat differences: where float32 cancellation would show) and on noise, strips or not."""
+    from skimage.metrics import structural_similarity
+
+    with Image.open(EXAMPLES / "leuvenA.jpg") as photo:
+        reference = np.asarray(photo.convert("RGB"))
+    rng = np.random.default_rng(4)
+    for test in (np.clip(reference + rng.integers(-1, 2, reference.shape), 0, 255).astype(np.uint8),
+                 rng.integers(0, 256, reference.shape, dtype=np.uint8)):
+        expected = structural_similarity(reference, test, channel_axis=-1, data_range=255, gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False)
+        assert metrics.ssim(reference, test, rows_per_strip=rows_per_strip) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ssim_refuses_images_smaller_than_its_window():
+    with pytest.raises(ValueError, match="larger than 11"):
+        metrics.ssim(random_image()[:10], random_image()[:10])
+
+
 def test_ssim_drops_as_noise_grows():
     reference = random_image(low=50, high=200)
     noise = np.random.default_rng(2).normal(size=reference.shape)

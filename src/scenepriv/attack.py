@@ -18,12 +18,22 @@ from torch import nn
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """The 8-bit image as saved, back in [0, 1]."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
+    return x.clamp(0, 1).mul_(255).round_().div_(255)
+
+
+class _StraightThroughQuantise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return quantise(x)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient
 
 
 def straight_through_quantise(x: torch.Tensor) -> torch.Tensor:
     """Forward: the 8-bit image; backward: identity, so the gradient reaches the continuous iterate."""
-    return x + (quantise(x) - x).detach()
+    return _StraightThroughQuantise.apply(x)
 
 
 def goal_reached(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, threshold: float) -> torch.Tensor:
@@ -89,7 +99,7 @@ def sign_step_loop(
         last = step == steps
         if step == 0 or last or recompute or early_stop:
             wants_gradient = noise is None and not last and (step == 0 or recompute)
-            batch = x[index].requires_grad_(wants_gradient)
+            batch = (x if len(index) == count else x[index]).detach().requires_grad_(wants_gradient)
             with torch.set_grad_enabled(wants_gradient):
                 saved = straight_through_quantise(batch)
                 logits = classifier(saved)
@@ -111,17 +121,24 @@ def sign_step_loop(
                 loss = sum(F.cross_entropy(out[~done], labels[index[~done]], reduction="sum")
                            for out in [logits, *view_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
-                step_direction = gradient.sign()[~done]
+                step_direction = gradient.sign_()
                 if not recompute:
-                    direction = gradient.sign()  # step 0 of a fixed-direction method: all images are here
+                    direction = step_direction  # step 0 of a fixed-direction method: all images are here
+                if done.any():
+                    step_direction = step_direction[~done]
             index = index[~done]
+        everyone = len(index) == count  # then whole tensors are used in place of gathered copies
         if direction is not None:
-            step_direction = direction[index]
-        moved = x[index] + ascent * eps * step_direction
+            step_direction = direction if everyone else direction[index]
+        moved = (x if everyone else x[index]).add(step_direction, alpha=ascent * eps)
         if max_perturbation is not None:
-            original = x_original[index]
+            original = x_original if everyone else x_original[index]
             moved = torch.minimum(torch.maximum(moved, original - max_perturbation), original + max_perturbation)
-        x[index] = moved.clamp(0, 1)
+        moved.clamp_(0, 1)
+        if everyone:
+            x = moved
+        else:
+            x[index] = moved
         iterations[index] += 1
 
     return LoopResult(x_original, quantise(x), clean_logits, final_logits, labels, iterations, success)

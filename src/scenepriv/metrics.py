@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 
 def _difference(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, int]:
@@ -29,31 +28,51 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return 10 * math.log10(255**2 * delta.size / squares)
 
 
-SSIM_RADIUS = 5  # Gaussian window sigma 1.5 truncated at 3.5 sigma: 11x11, as scikit-image builds it
+SSIM_RADIUS = 5  # Gaussian window sigma 1.5 truncated at 3.5 sigma: 11 taps, as scikit-image builds it
+SSIM_SIGMA = 1.5
 
 
-def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 512) -> float:
+@functools.cache
+def _ssim_window() -> np.ndarray:
+    offsets = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) -> float:
     """SSIM of Wang et al. (2004): Gaussian window sigma 1.5, population covariance, mean over colour channels.
 
-    Equal to scikit-image's ``structural_similarity(..., channel_axis=-1, gaussian_weights=True,
-    use_sample_covariance=False)``, computed in strips of rows (each with a halo of the window's
-    radius) so that a 24-megapixel photo needs a few hundred megabytes instead of about four gigabytes.
+    scikit-image's ``structural_similarity(..., channel_axis=-1, gaussian_weights=True,
+    use_sample_covariance=False)``, which averages the map without its 5-pixel border (so only
+    pixels whose whole window lies inside the image count), to within 1e-6: computed in float32
+    with OpenCV's separable filter, one channel and one strip of rows at a time, the second
+    moments taken about mid-grey to keep E[x^2] - E[x]^2 accurate. A 12-megapixel photo takes
+    about a second and a few hundred megabytes.
     """
-    height = reference.shape[0]
-    bounds = np.linspace(0, height, max(1, round(height / rows_per_strip)) + 1).astype(int)
+    import cv2
+
+    height, width = reference.shape[:2]
+    if height <= 2 * SSIM_RADIUS or width <= 2 * SSIM_RADIUS:
+        raise ValueError(f"SSIM needs images larger than {2 * SSIM_RADIUS + 1} pixels a side, got {height}x{width}")
+    window, mid = _ssim_window(), np.float32(127.5)
+    c1, c2 = np.float32((0.01 * 255) ** 2), np.float32((0.03 * 255) ** 2)
+    inner = (slice(SSIM_RADIUS, -SSIM_RADIUS), slice(SSIM_RADIUS, -SSIM_RADIUS))
     total, count = 0.0, 0
-    for channel in range(reference.shape[-1]):
-        for top, bottom in zip(bounds[:-1], bounds[1:], strict=True):
-            low, high = max(0, top - SSIM_RADIUS), min(height, bottom + SSIM_RADIUS)
-            _, ssim_map = structural_similarity(
-                reference[low:high, :, channel], test[low:high, :, channel], data_range=255,
-                gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True,
-            )
-            first, last = max(top, SSIM_RADIUS), min(bottom, height - SSIM_RADIUS)  # exact rows, borders cropped
-            if last > first:
-                part = ssim_map[first - low : last - low, SSIM_RADIUS:-SSIM_RADIUS]
-                total += float(part.sum())
-                count += part.size
+    for channel in range(reference.shape[2]):
+        for first in range(SSIM_RADIUS, height - SSIM_RADIUS, rows_per_strip):  # output rows [first, last)
+            rows = slice(first - SSIM_RADIUS, min(first + rows_per_strip, height - SSIM_RADIUS) + SSIM_RADIUS)
+            x, y = (image[rows, :, channel].astype(np.float32) - mid for image in (reference, test))
+            mean_x, mean_y, xx, yy, xy = (cv2.sepFilter2D(plane, -1, window, window)[inner]
+                                          for plane in (x, y, x * x, y * y, x * y))
+            xx -= mean_x * mean_x  # the (co)variances, in place
+            yy -= mean_y * mean_y
+            xy -= mean_x * mean_y
+            mean_x += mid  # back to the means of the 8-bit values
+            mean_y += mid
+            numerator = (2 * mean_x * mean_y + c1) * (2 * xy + c2)
+            denominator = (mean_x * mean_x + mean_y * mean_y + c1) * (xx + yy + c2)
+            total += float((numerator / denominator).sum(dtype=np.float64))
+            count += numerator.size
     return total / count
 
 
