@@ -1,18 +1,23 @@
-"""Speed of scenepriv's p-fgsm against a paper-style loop and torchattacks' BIM, and quality of the fast paths.
+"""Speed of scenepriv's p-fgsm against the paper's loop and torchattacks' BIM, and quality of the fast paths.
 
-    python benchmarks/run.py                 # speed table (default settings: a few minutes on 2 CPU cores)
+    python benchmarks/run.py                 # speed table (default settings: about 10 minutes on 2 CPU cores)
     python benchmarks/run.py --quality       # fp32 vs bf16 protection of real photos, side by side
     python benchmarks/run.py --full          # 10 iterations, best of 3 runs, reference on 4 images
 
-Columns, in ms per image-iteration: ``p-fgsm`` (scenepriv.protect, batched), ``BIM`` (torchattacks'
-targeted BIM, batched), ``ref`` (the paper's loop: one image at a time, forward and backward, then a
-second forward for the stopping test) with the row's classifier, and ``paper``: the same loop with
-the network as published (fp32, NCHW, batch norms unfolded), as the paper's code runs it. The
-option rows change one classifier setting at a time and time p-fgsm only. p-fgsm runs with
+Columns, in ms per image-iteration: ``p-fgsm`` (scenepriv.protect, batched); ``BIM`` (torchattacks'
+targeted BIM, batched, targets given); ``BIM+t`` (the same, after the clean classification that
+draws the targets from Eq. 10's set, which p-fgsm does within its first forward pass); ``paper``
+(the paper's published code, in outline: one image at a time, the network as published with its
+parameters still requiring gradients, so every backward pass also computes the weight gradients,
+and a second forward pass with autograd on for the stopping test); ``ref`` (that loop tidied: the
+row's classifier, gradients to the input only, the stopping test without autograd). The option
+rows change one classifier setting at a time and time p-fgsm only. p-fgsm runs with
 ``threshold=1.0`` so that it never stops early; its time is divided by the iterations the engine
-reports, and includes the one extra forward pass per image that judges the saved image, and the
-report (PSNR, SSIM). Rows take turns within each repeat and keep the best time: the numbers are
-meant for a quiet machine, and a busy one spoils fewer of them this way.
+reports, and includes the forward pass that judges the saved image after the last step, the
+targets and the report (PSNR, SSIM). Rows take turns within each repeat and keep the best time:
+the numbers are meant for a quiet machine, and a busy one spoils fewer of them this way.
+The process keeps freed memory as the command line does (:mod:`scenepriv.runtime`), for every
+column alike; ``--default-malloc`` leaves glibc's defaults.
 Needs torchattacks, installed without its dependencies (it pins an old requests):
 ``pip install --no-deps torchattacks==3.5.1``.
 """
@@ -38,6 +43,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import scenepriv
 from scenepriv.attack import quantise
+from scenepriv.methods import image_generators
+from scenepriv.runtime import keep_freed_memory
+from scenepriv.targets import draw_uniform, target_mask
 from scenepriv.zoo import Classifier, resize_to_input
 from scenepriv.zoo.base import bf16_is_fast
 from scenepriv.zoo.places365 import weights_status as places365_weights_status
@@ -49,9 +57,9 @@ EPS = 0.007
 
 @dataclass(frozen=True)
 class Options:
-    """The classifier's speed options for one row (load_classifier's defaults), and its thread count."""
+    """The classifier's speed options for one row (the defaults: scenepriv protect's), and its thread count."""
 
-    precision: str = "auto"  # the fastest combination measured on CPU; load_classifier's defaults differ
+    precision: str = "auto"  # load_classifier's default is fp32
     channels_last: bool = True
     compile: bool = False
     fold_batch_norm: bool = True
@@ -86,8 +94,9 @@ class Row:
     reference_ms: float | None = None  # the paper-style loop with this row's classifier
     reference_peak_mib: float | None = None
     paper_ms: float | None = None  # the paper-style loop with the network as published (fp32, NCHW, unfolded)
-    bim_ms: float | None = None
+    bim_ms: float | None = None  # targets given
     bim_peak_mib: float | None = None
+    bim_targets_ms: float | None = None  # including the clean classification that draws the targets
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,8 +168,8 @@ def forward_backward_flops(classifier: Classifier, device: torch.device) -> tupl
 
 def reference_loop(classifier: Classifier, images: torch.Tensor, targets: torch.Tensor, steps: int,
                    threshold: float) -> int:
-    """The paper's code, in outline: one image at a time; a forward and backward pass, a step, then a
-    second forward pass for the stopping test. Returns the iterations done."""
+    """The paper's loop, tidied: one image at a time; a forward and backward pass to the input only, a
+    step, then a second forward pass (without autograd) for the stopping test. Returns the iterations."""
     done = 0
     for image, target in zip(images, targets, strict=True):
         x = image[None].clone()
@@ -176,6 +185,29 @@ def reference_loop(classifier: Classifier, images: torch.Tensor, targets: torch.
     return done
 
 
+def paper_loop(published: Classifier, images: torch.Tensor, targets: torch.Tensor, steps: int, threshold: float) -> int:
+    """The paper's code as published (smartcameras/P-FGSM), in outline: one image at a time, standardised
+    outside the network; the network's parameters keep ``requires_grad`` (it is only put in eval mode), so
+    ``loss.backward()`` also computes and accumulates every weight gradient; the stopping test's second
+    forward pass runs with autograd on. ``published``: a classifier with the network as published (fp32,
+    NCHW, batch norms unfolded), whose parameters are made to require gradients again here. Returns the
+    iterations done."""
+    network, mean, std = published.network.requires_grad_(True), published.mean, published.std
+    done = 0
+    for image, target in zip(images, targets, strict=True):
+        x = ((image[None] - mean) / std).requires_grad_(True)
+        for _ in range(steps):
+            x.grad = None
+            loss = F.cross_entropy(network(x), target[None])
+            loss.backward()
+            pixels = (x.detach() * std + mean - EPS * x.grad.sign()).clamp(0, 1)
+            x.data = (pixels - mean) / std
+            done += 1
+            if network(x).softmax(1)[0, target] >= threshold:
+                break
+    return done
+
+
 def torchattacks_bim(classifier: Classifier, images: torch.Tensor, targets: torch.Tensor, steps: int) -> int:
     """torchattacks' targeted BIM with our step size and count (eps = 1: the L-inf ball never binds)."""
     import torchattacks
@@ -184,6 +216,15 @@ def torchattacks_bim(classifier: Classifier, images: torch.Tensor, targets: torc
     attack.set_mode_targeted_by_label(quiet=True)
     attack(images, targets)
     return steps * len(images)
+
+
+def bim_with_targets(classifier: Classifier, images: torch.Tensor, steps: int, sigma: float = 0.99) -> int:
+    """P-FGSM done with torchattacks: the clean classification that draws each target from Eq. 10's set
+    (which p-fgsm does in its first forward pass), then targeted BIM."""
+    with torch.no_grad():
+        probabilities = classifier(images).double().softmax(1)
+    mask, _ = target_mask("private", probabilities, sigma)
+    return torchattacks_bim(classifier, images, draw_uniform(mask, image_generators(images, 0)), steps)
 
 
 def pfgsm(classifier: Classifier, images: torch.Tensor, steps: int) -> scenepriv.Protection:
@@ -245,11 +286,12 @@ def measure_row(model: str, options: Options, batch: int, steps: int, device: to
         if baselines:
             if model not in plain:
                 plain[model] = build_classifier(model, PLAIN, device)
-            for network in (classifier, plain[model]):  # warm-up at batch size 1
-                reference_loop(network, images[:1], targets[:1], 1, 2.0)
+            reference_loop(classifier, images[:1], targets[:1], 1, 2.0)  # warm-up at batch size 1
+            paper_loop(plain[model], images[:1], targets[:1], 1, 2.0)
             loops["bim"] = lambda: torchattacks_bim(classifier, images, targets, steps)
+            loops["bim+targets"] = lambda: bim_with_targets(classifier, images, steps)
             loops["reference"] = lambda: reference_loop(classifier, images[:count], targets[:count], steps, 1.0)
-            loops["paper"] = lambda: reference_loop(plain[model], images[:count], targets[:count], steps, 1.0)
+            loops["paper"] = lambda: paper_loop(plain[model], images[:count], targets[:count], steps, 1.0)
         best = best_of(loops, device, repeats)
         seconds, peak, protection = best["p-fgsm"]
         iterations = sum(record["iterations"] for record in protection.records)
@@ -260,6 +302,8 @@ def measure_row(model: str, options: Options, batch: int, steps: int, device: to
         if baselines:
             seconds, row.bim_peak_mib, done = best["bim"]
             row.bim_ms = 1000 * seconds / done
+            seconds, _, done = best["bim+targets"]
+            row.bim_targets_ms = 1000 * seconds / done
             seconds, row.reference_peak_mib, done = best["reference"]
             row.reference_ms = 1000 * seconds / done
             seconds, _, done = best["paper"]
@@ -272,14 +316,14 @@ def measure_row(model: str, options: Options, batch: int, steps: int, device: to
 def speed_plan(args: argparse.Namespace) -> list[tuple[str, Options, int, bool]]:
     """(model, options, batch, with baselines): the fastest fp32 and the fastest options at each batch
     size, then other settings at ``--option-batch``."""
-    fp32, fastest = Options(precision="fp32"), Options()
-    library_default = Options(precision="fp32", fold_batch_norm=False)  # load_classifier's defaults
+    fp32, fastest = Options(precision="fp32"), Options()  # load_classifier's defaults; scenepriv protect's
     plan = []
     for model in args.models:
         for options in (fp32, fastest):
             plan += [(model, options, batch, True) for batch in args.batch_sizes]
-        option_rows = [PLAIN, library_default, Options(precision="fp32", channels_last=False),
-                       Options(channels_last=False), Options(fold_batch_norm=False),
+        option_rows = [PLAIN, Options(precision="fp32", fold_batch_norm=False),
+                       Options(precision="fp32", channels_last=False), Options(channels_last=False),
+                       Options(fold_batch_norm=False),
                        Options(precision="fp32", threads=1), Options(threads=1)]
         if args.compile:
             option_rows += [Options(precision="fp32", compile=True), Options(compile=True)]
@@ -294,16 +338,19 @@ def format_table(rows: list[Row]) -> str:
     def ratio(value: float | None, row: Row) -> float | None:
         return None if value is None else value / row.pfgsm_ms
 
-    header = (f"{'model':<18} {'classifier':<44} {'batch':>5} {'p-fgsm':>7} {'BIM':>7} {'ref':>7} {'paper':>7} "
-              f"{'BIM/p':>6} {'ref/p':>6} {'paper/p':>7} {'img/s':>6} {'GFLOP/s':>7} {'peak':>5} {'MiB':>6}")
-    lines = [header, f"{'':<69} {'ms per image-iteration':^31} {'ratios to p-fgsm':^22}", "-" * len(header)]
+    baselines = [("BIM", "bim_ms"), ("BIM+t", "bim_targets_ms"), ("ref", "reference_ms"), ("paper", "paper_ms")]
+    header = (f"{'model':<18} {'classifier':<40} {'batch':>5} {'p-fgsm':>7} "
+              + "".join(f"{name:>7} " for name, _ in baselines) + "".join(f"{name + '/p':>8}" for name, _ in baselines)
+              + f" {'img/s':>6} {'GFLOP/s':>7} {'peak':>5} {'MiB':>6}")
+    lines = [header, f"{'':<65} {'ms per image-iteration':^39} {'ratios to p-fgsm':^32}", "-" * len(header)]
     for row in rows:
+        values = [getattr(row, field) for _, field in baselines]
         lines.append(
-            f"{row.model:<18} {row.options:<44} {row.batch:>5} {row.pfgsm_ms:>7.1f} {cell(row.bim_ms, 7)} "
-            f"{cell(row.reference_ms, 7)} {cell(row.paper_ms, 7)} {cell(ratio(row.bim_ms, row), 6, '.2f')} "
-            f"{cell(ratio(row.reference_ms, row), 6, '.2f')} {cell(ratio(row.paper_ms, row), 7, '.2f')} "
-            f"{row.pfgsm_images_per_s:>6.2f} {row.pfgsm_gflops:>7.0f} {row.pfgsm_peak_fraction:>5.0%} "
-            f"{row.pfgsm_peak_mib:>6.0f}")
+            f"{row.model:<18} {row.options:<40} {row.batch:>5} {row.pfgsm_ms:>7.1f} "
+            + "".join(cell(value, 7) + " " for value in values)
+            + "".join(cell(ratio(value, row), 8, ".2f") for value in values)
+            + f" {row.pfgsm_images_per_s:>6.2f} {row.pfgsm_gflops:>7.0f} {row.pfgsm_peak_fraction:>5.0%} "
+              f"{row.pfgsm_peak_mib:>6.0f}")
     return "\n".join(lines)
 
 
@@ -359,9 +406,10 @@ def done_when(rows: list[Row], model: str = "resnet50", batch: int = 16) -> list
     default = next((row for label, row in found.items() if "(auto)" in label), None)
     if fp32 is None:
         return []
-    lines = [f"{model}, batch {batch}, fp32: reference / p-fgsm = {fp32.reference_ms / fp32.pfgsm_ms:.2f} with the "
-             f"same classifier, {fp32.paper_ms / fp32.pfgsm_ms:.2f} with the network as published (goal >= 2.5); "
-             f"BIM / p-fgsm = {fp32.bim_ms / fp32.pfgsm_ms:.2f} (goal >= 1)"]
+    lines = [f"{model}, batch {batch}, fp32: paper's code / p-fgsm = {fp32.paper_ms / fp32.pfgsm_ms:.2f} (goal >= 2.5; "
+             f"the tidied loop with p-fgsm's classifier: {fp32.reference_ms / fp32.pfgsm_ms:.2f}); BIM / p-fgsm = "
+             f"{fp32.bim_targets_ms / fp32.pfgsm_ms:.2f} with its target selection (goal >= 1; with the targets given: "
+             f"{fp32.bim_ms / fp32.pfgsm_ms:.2f})"]
     if default is not None and default.options != fp32.options:
         lines.append(f"{model}, batch {batch}, {default.options} vs fp32: {fp32.pfgsm_ms / default.pfgsm_ms:.2f}x "
                      "faster (goal >= 2)")
@@ -453,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality: more folders of .jpg photos besides examples/photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the whole run")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is, instead of keeping freed memory as the command line does")
     parser.add_argument("--json", type=Path, help="where to write the results (default benchmarks/results*.json)")
     args = parser.parse_args(argv)
     if args.full:
@@ -460,11 +510,15 @@ def main(argv: list[str] | None = None) -> int:
         args.option_repeats = max(args.option_repeats, 3)
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = "glibc malloc, defaults" if args.default_malloc else (
+        "glibc malloc, freed memory kept (as the command line runs)" if keep_freed_memory() else "system default")
     device = torch.device(args.device)
+    print(f"allocator: {allocator}")
     start = time.perf_counter()
     results = run_quality(args, device) if args.quality else run_speed(args, device)
     results["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
     results["wall_s"] = time.perf_counter() - start
+    results["allocator"] = allocator
     path = args.json or Path(__file__).with_name("quality.json" if args.quality else "results.json")
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwall time {results['wall_s']:.0f} s; results in {path}")
