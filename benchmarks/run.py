@@ -323,8 +323,7 @@ def speed_plan(args: argparse.Namespace) -> list[tuple[str, Options, int, bool]]
             plan += [(model, options, batch, True) for batch in args.batch_sizes]
         option_rows = [PLAIN, Options(precision="fp32", fold_batch_norm=False),
                        Options(precision="fp32", channels_last=False), Options(channels_last=False),
-                       Options(fold_batch_norm=False),
-                       Options(precision="fp32", threads=1), Options(threads=1)]
+                       Options(fold_batch_norm=False)]
         if args.compile:
             option_rows += [Options(precision="fp32", compile=True), Options(compile=True)]
         plan += [(model, options, args.option_batch, False) for options in option_rows]
