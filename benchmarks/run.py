@@ -17,8 +17,8 @@ rows change one classifier setting at a time and time p-fgsm only. p-fgsm runs w
 reports, and includes the forward pass that judges the saved image after the last step, the
 targets and the report (PSNR, SSIM). Rows take turns within each repeat and keep the best time:
 the numbers are meant for a quiet machine, and a busy one spoils fewer of them this way.
-The process keeps freed memory as the command line does (:mod:`scenepriv.runtime`), for every
-column alike; ``--default-malloc`` leaves glibc's defaults.
+The process keeps freed memory as ``scenepriv evaluate`` and ``protect --size model`` do
+(:mod:`scenepriv.runtime`), for every column alike; ``--default-malloc`` leaves glibc's defaults.
 Needs torchattacks, installed without its dependencies (it pins an old requests):
 ``pip install --no-deps torchattacks==3.5.1``.
 """
@@ -512,8 +512,10 @@ def main(argv: list[str] | None = None) -> int:
         args.option_repeats = max(args.option_repeats, 3)
     if args.threads:
         torch.set_num_threads(args.threads)
-    allocator = "glibc malloc, defaults" if args.default_malloc else (
-        "glibc malloc, freed memory kept (as the command line runs)" if keep_freed_memory() else "system default")
+    allocator = "glibc malloc, defaults"
+    if not args.default_malloc:
+        kept = keep_freed_memory()
+        allocator = "glibc malloc, freed memory kept (as evaluate runs)" if kept else "system default"
     device = torch.device(args.device)
     print(f"allocator: {allocator}")
     start = time.perf_counter()

@@ -130,14 +130,13 @@ def sign_step_loop(
         everyone = len(index) == count  # then whole tensors are used in place of gathered copies
         if direction is not None:
             step_direction = direction if everyone else direction[index]
-        moved = (x if everyone else x[index]).add(step_direction, alpha=ascent * eps)
+        moved = x if everyone else x[index]  # x itself (no graph holds it) or a gathered copy: stepped in place
+        moved.add_(step_direction, alpha=ascent * eps)
         if max_perturbation is not None:
             original = x_original if everyone else x_original[index]
-            moved = torch.minimum(torch.maximum(moved, original - max_perturbation), original + max_perturbation)
+            torch.minimum(torch.maximum(moved, original - max_perturbation), original + max_perturbation, out=moved)
         moved.clamp_(0, 1)
-        if everyone:
-            x = moved
-        else:
+        if not everyone:
             x[index] = moved
         iterations[index] += 1
 
