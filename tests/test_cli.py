@@ -381,3 +381,16 @@ def test_console_script_runs(tmp_path):
     assert "missing.jpg" in done.stderr and "Traceback" not in done.stderr
     (result,) = json.loads(done.stdout)
     assert result["file"] == str(photo) and len(result["top"]) == 2
+
+
+@pytest.mark.parametrize("command, kept", [(["protect", "-o", "out"], False),
+                                           (["protect", "-o", "out", "--size", "model"], True),
+                                           (["evaluate", "-o", "results"], True)])
+def test_freed_memory_is_kept_for_model_size_work_only(tmp_path, monkeypatch, capsys, command, kept):
+    """At full size keeping freed memory costs a third to a half more peak memory (README, "Speed")."""
+    calls = []
+    monkeypatch.setattr("scenepriv.cli.keep_freed_memory", lambda: calls.append(True))
+    (tmp_path / "empty").mkdir()
+    cli_error(capsys, command[0], tmp_path / "empty", *[tmp_path / a if a in ("out", "results") else a
+                                                          for a in command[1:]])
+    assert bool(calls) is kept
