@@ -394,3 +394,19 @@ def test_freed_memory_is_kept_for_model_size_work_only(tmp_path, monkeypatch, ca
     cli_error(capsys, command[0], tmp_path / "empty", *[tmp_path / a if a in ("out", "results") else a
                                                           for a in command[1:]])
     assert bool(calls) is kept
+
+
+def test_a_photo_smaller_than_the_ssim_window_is_protected_with_no_ssim(tmp_path, capsys):
+    """SSIM needs an 11x11 window inside the photo; an 8x9 photo still gets protected, its SSIM is null."""
+    (tmp_path / "in").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in" / "tiny.png")
+    copy_photos(tmp_path / "in", "home.jpg")
+    report = tmp_path / "report.jsonl"
+    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--max-iter", "1",
+                           "--report", report)
+    assert code == 0 and not error_lines(err)
+    by_file = {Path(r["file"]).name: r for r in read_report(report)}
+    assert by_file["tiny.png"]["ssim"] is None and by_file["tiny.png"]["psnr"] > 0
+    assert 0 < by_file["home.jpg"]["ssim"] <= 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["home.png", "tiny.png"]

@@ -173,7 +173,8 @@ def command_protect(args: argparse.Namespace) -> int:
           f" ({len(failures)} failed)")
     print(f"{'top-1 changed':<22}{sum(r['top1_changed'] for r in records)} of {len(records)}")
     print(f"{'mean iterations':<22}{_mean([r['iterations'] for r in records]):.1f}")
-    print(f"{'mean PSNR / SSIM':<22}{_mean(psnrs):.2f} dB / {_mean([r['ssim'] for r in records]):.4f}")
+    ssims = [r["ssim"] for r in records if r["ssim"] is not None]
+    print(f"{'mean PSNR / SSIM':<22}{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}")
     print(f"{'time':<22}{elapsed:.1f} s ({args.method}, {classifier.name}, {_device(args.device)})")
     return 1 if failures else 0
 
