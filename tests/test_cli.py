@@ -410,3 +410,16 @@ def test_a_photo_smaller_than_the_ssim_window_is_protected_with_no_ssim(tmp_path
     assert by_file["tiny.png"]["ssim"] is None and by_file["tiny.png"]["psnr"] > 0
     assert 0 < by_file["home.jpg"]["ssim"] <= 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["home.png", "tiny.png"]
+
+
+def test_a_file_that_cannot_be_written_is_one_error_line_and_the_rest_are_saved(tmp_path, capsys):
+    copy_photos(tmp_path / "in", "home.jpg", "leuvenA.jpg")
+    (tmp_path / "out" / "home.png").mkdir(parents=True)  # a folder where the output should go
+    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--max-iter", "1",
+                           "--batch-size", "1")
+    assert code == 1
+    [line] = error_lines(err)
+    assert "home.jpg" in line and "cannot write" in line
+    with Image.open(tmp_path / "out" / "leuvenA.png") as saved:
+        assert saved.size == Image.open(EXAMPLE_PHOTOS / "leuvenA.jpg").size
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no temporary left

@@ -7,6 +7,7 @@ import glob
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from itertools import product
 from pathlib import Path
@@ -139,30 +140,41 @@ def command_protect(args: argparse.Namespace) -> int:
         except OSError as error:
             raise SystemExit(f"error: cannot write the report {args.report}: {error}") from None
     start = time.perf_counter()
-    with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress:
+
+    def finish(saves: list) -> None:
+        """Wait for one batch's files to be written, in order; then log, count and report each."""
+        for future, photo, output, record in saves:
+            try:
+                future.result()
+            except OSError as error:
+                failures.append(f"{photo.path}: cannot write {output}: {error}")
+                _warn(f"error: {failures[-1]}")
+                continue
+            record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run, **record}
+            records.append(record)
+            before, after = record["clean_top5"][0], record["final_top5"][0]
+            tqdm.write(f"{photo.path} -> {output}: {before['name']} ({before['probability']:.2f}) -> "
+                       f"{after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
+                       f"PSNR {record['psnr'] or float('inf'):.1f} dB")
+            if report:
+                report.write(json.dumps(record) + "\n")
+                report.flush()
+        progress.update(len(saves))
+
+    # Files are encoded and written in a background thread while the next batch is protected.
+    with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress, \
+            ThreadPoolExecutor(max_workers=1) as writer:
         photos = prefetch(_photos(pairs, inputs, failures, classifier, args.size), depth=args.batch_size)
+        saves: list = []
         for batch in _batches(photos, args.batch_size):
             images = torch.stack([pixels for _, _, pixels in batch])
             result = protect(images, classifier, args.method, seed=args.seed, settings=settings)
-            for (photo, output, _), pixels, record in zip(batch, to_uint8(result.images), result.records, strict=True):
-                try:
-                    save_image(pixels, output, quality=args.quality, icc_profile=photo.icc_profile,
-                               exif=photo.exif if args.keep_metadata else None)
-                except OSError as error:
-                    failures.append(f"{photo.path}: cannot write {output}: {error}")
-                    _warn(f"error: {failures[-1]}")
-                    continue
-                record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run,
-                          **record}
-                records.append(record)
-                before, after = record["clean_top5"][0], record["final_top5"][0]
-                tqdm.write(f"{photo.path} -> {output}: {before['name']} ({before['probability']:.2f}) -> "
-                           f"{after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
-                           f"PSNR {record['psnr'] or float('inf'):.1f} dB")
-                if report:
-                    report.write(json.dumps(record) + "\n")
-                    report.flush()
-            progress.update(len(batch))
+            finish(saves)
+            saves = [(writer.submit(save_image, pixels, output, quality=args.quality, icc_profile=photo.icc_profile,
+                                    exif=photo.exif if args.keep_metadata else None), photo, output, record)
+                     for (photo, output, _), pixels, record in zip(batch, to_uint8(result.images), result.records,
+                                                                   strict=True)]
+        finish(saves)
         progress.update(len(pairs) - progress.n)
     if report:
         report.close()
