@@ -27,16 +27,19 @@ def main() -> None:
     parser.add_argument("--robust", action="store_true")
     parser.add_argument("--eps", type=float, default=0.007)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="of the classifier that protects; the checks always classify in fp32")
     args = parser.parse_args()
 
-    classifier = scenepriv.load_classifier(resize=args.resize)
+    classifier = scenepriv.load_classifier(resize=args.resize)  # fp32: what the checks see
+    protector = scenepriv.load_classifier(resize=args.resize, precision=args.precision)
     checks = verify.checks([25, 50, 75, 95], [0.5, 1.0])
     held: dict[tuple, list[bool]] = defaultdict(list)
     records, seconds = [], []
     for path, _ in find_images([args.folder]):
         photo = load_photo(path).pixels
         start = time.perf_counter()
-        result = scenepriv.protect(photo[None], classifier, "p-fgsm", seed=args.seed, eps=args.eps,
+        result = scenepriv.protect(photo[None], protector, "p-fgsm", seed=args.seed, eps=args.eps,
                                    robust=args.robust)
         seconds.append(time.perf_counter() - start)
         records.append(result.records[0])
@@ -48,7 +51,8 @@ def main() -> None:
     def mean(values):
         return sum(values) / len(values)
 
-    print(f"resize={args.resize} robust={args.robust} eps={args.eps:.4f} photos={len(records)} "
+    print(f"resize={args.resize} robust={args.robust} eps={args.eps:.4f} precision={args.precision} "
+          f"photos={len(records)} "
           f"PSNR={mean([r['psnr'] for r in records]):.2f} dB SSIM={mean([r['ssim'] for r in records]):.4f} "
           f"iterations={mean([r['iterations'] for r in records]):.1f} s/photo={mean(seconds):.1f}")
     resamplers = list(dict.fromkeys(c.resampler for c in checks))
