@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
 
 import scenepriv
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--resize", default="bilinear-antialias")
     parser.add_argument("--robust", action="store_true")
-    parser.add_argument("--eps", type=float, default=0.007)
+    parser.add_argument("--eps", type=lambda text: float(Fraction(text)), default=0.007, help="step, e.g. 1/255")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                         help="of the classifier that protects; the checks always classify in fp32")
