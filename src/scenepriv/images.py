@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +115,6 @@ def _exif_without_location(image: Image.Image) -> bytes | None:
     return exif.tobytes() if exif else None
 
 
-def _umask() -> int:
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
 PNG_LEVEL = 3  # zlib level: measured on a 12-megapixel photo, 2.7x faster than Pillow's default 6, 12% larger
 
 
@@ -139,9 +133,10 @@ def save_image(
         options["icc_profile"] = icc_profile
     if exif:
         options["exif"] = exif
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    # O_EXCL: never someone else's file; mode 0o666 less the umask, as any new file (mkstemp's 0600 hid photos)
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # as open() would create it: mkstemp's 0600 hides the photo
         with os.fdopen(handle, "wb") as stream:
             Image.fromarray(pixels).save(stream, format="JPEG" if jpeg else "PNG", **options)
         os.replace(temporary, path)

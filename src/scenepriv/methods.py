@@ -190,8 +190,7 @@ def _records(spec, settings, seed, result, names, fallback) -> list[dict[str, An
             record["target"]["fallback_least_likely"] = bool(fallback[i])
         linf, l2 = metrics.perturbation_norms(originals[i], protected[i])
         psnr = metrics.psnr(originals[i], protected[i])
-        small = min(originals[i].shape[:2]) <= 2 * metrics.SSIM_RADIUS  # no whole 11x11 window: no SSIM
         record.update(linf=linf, l2=l2, psnr=None if psnr == float("inf") else psnr,
-                      ssim=None if small else metrics.ssim(originals[i], protected[i]))
+                      ssim=metrics.ssim(originals[i], protected[i]))
         records.append(record)
     return records

@@ -39,7 +39,7 @@ def _ssim_window() -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
-def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) -> float:
+def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) -> float | None:
     """SSIM of Wang et al. (2004): Gaussian window sigma 1.5, population covariance, mean over colour channels.
 
     scikit-image's ``structural_similarity(..., channel_axis=-1, gaussian_weights=True,
@@ -47,13 +47,13 @@ def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) ->
     pixels whose whole window lies inside the image count), to within 1e-6: computed in float32
     with OpenCV's separable filter, one channel and one strip of rows at a time, the second
     moments taken about mid-grey to keep E[x^2] - E[x]^2 accurate. A 12-megapixel photo takes
-    about a second and a few hundred megabytes.
+    about a second and a few hundred megabytes. None for an image with no whole 11x11 window.
     """
     import cv2
 
     height, width = reference.shape[:2]
-    if height <= 2 * SSIM_RADIUS or width <= 2 * SSIM_RADIUS:
-        raise ValueError(f"SSIM needs images larger than {2 * SSIM_RADIUS + 1} pixels a side, got {height}x{width}")
+    if min(height, width) <= 2 * SSIM_RADIUS:
+        return None
     window, mid = _ssim_window(), np.float32(127.5)
     c1, c2 = np.float32((0.01 * 255) ** 2), np.float32((0.03 * 255) ** 2)
     inner = (slice(SSIM_RADIUS, -SSIM_RADIUS), slice(SSIM_RADIUS, -SSIM_RADIUS))
