@@ -5,16 +5,18 @@ Every image is generated with Pillow in ``tmp_path``; only the truncated-JPEG ca
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageCms, features
 
-from scenepriv.images import ImageError, find_images, load_photo, save_image
+from scenepriv.images import ImageError, find_images, load_photo, save_image, shown
 
 EXAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
@@ -64,6 +66,28 @@ def test_without_exif_nothing_is_rotated(tmp_path):
     assert pixel(photo, 3, 3) == pytest.approx(RED)
     assert pixel(photo, 16, 36) == pytest.approx(BLUE)
     assert photo.warnings == []
+
+
+def test_damaged_exif_costs_the_metadata_not_the_photo(tmp_path):
+    # A camera JPEG whose Make field was changed into an ImageWidth field holding text: Pillow's EXIF
+    # writer raises struct.error inside exif_transpose. The pixels are fine and must still be protected.
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make] = "Fuzzcam"
+    stream = io.BytesIO()
+    image.save(stream, format="JPEG", exif=exif, quality=95, subsampling=0)
+    make_entry = struct.pack(">HH", ExifTags.Base.Make, 2)  # big-endian tag and type ASCII, as Pillow writes them
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(stream.getvalue().replace(make_entry, struct.pack(">HH", ExifTags.Base.ImageWidth, 2), 1))
+
+    photo = load_photo(path)
+
+    assert_rgb_unit(photo, 20, 40)  # as stored: the orientation could not be applied
+    assert pixel(photo, 3, 3) == pytest.approx(RED, abs=0.1)
+    assert photo.exif is None
+    assert "EXIF unreadable: orientation not applied and metadata dropped" in photo.warnings
 
 
 # --- colour modes -------------------------------------------------------------------------------------------------
@@ -146,6 +170,39 @@ def test_16_bit_grayscale_is_scaled_to_unit_range(tmp_path):
         assert float(row[3]) == pytest.approx(1 / 255)
 
 
+def test_float_tiff_in_unit_range_is_taken_as_fractions(tmp_path):
+    values = np.array([[0.0, 0.5, 1.0, 0.25]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "float.tif").mode == "F"
+
+    photo = load_photo(tmp_path / "float.tif")
+
+    assert_rgb_unit(photo, 1, 4)
+    for channel in range(3):
+        torch.testing.assert_close(photo.pixels[channel, 0], torch.tensor([0, 128, 255, 64]) / 255)
+    assert any("floating-point" in warning for warning in photo.warnings)
+
+
+def test_float_tiff_above_one_is_taken_as_8_bit_levels(tmp_path):
+    values = np.array([[0.0, 2.0, 127.6, 255.0]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+
+    photo = load_photo(tmp_path / "float.tif")
+
+    torch.testing.assert_close(photo.pixels[1, 0], torch.tensor([0, 2, 128, 255]) / 255)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(float("nan"), "NaN"), (float("inf"), "infinite"), (-0.5, "-0.5"), (1000.0, "1000")]
+)
+def test_float_tiff_outside_the_known_ranges_is_refused(tmp_path, value, reason):
+    values = np.array([[0.0, 0.5, value]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+
+    with pytest.raises(ImageError, match=rf"float\.tif: floating-point .*{reason}"):
+        load_photo(tmp_path / "float.tif")
+
+
 def test_animated_gif_gives_its_first_frame_and_a_warning(tmp_path):
     frames = [Image.new("RGB", (8, 6), (255, 0, 0)), Image.new("RGB", (8, 6), (0, 0, 255))]
     path = tmp_path / "animated.gif"
@@ -162,6 +219,92 @@ def test_animated_gif_gives_its_first_frame_and_a_warning(tmp_path):
 def test_still_image_has_no_frame_warning(tmp_path):
     Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "still.gif")
     assert not any("frame" in warning for warning in load_photo(tmp_path / "still.gif").warnings)
+
+
+# --- colour profiles ----------------------------------------------------------------------------------------------
+
+
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _photo_with_profile(tmp_path: Path, profile: bytes) -> Path:
+    path = tmp_path / "profiled.jpg"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path, icc_profile=profile)
+    assert Image.open(path).info["icc_profile"] == profile
+    return path
+
+
+def test_rgb_colour_profile_is_kept(tmp_path):
+    profile = _srgb_profile()
+    photo = load_photo(_photo_with_profile(tmp_path, profile))
+
+    assert photo.icc_profile == profile
+    assert photo.warnings == []
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        bytes(16) + b"RGB " + b"home: 12 Elm Street, 50.88N 4.70E" * 4,  # passes a look at the colour space bytes
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),  # a real profile, but not for RGB
+    ],
+    ids=["junk", "lab"],
+)
+def test_colour_profile_that_is_not_an_rgb_profile_is_dropped(tmp_path, profile):
+    photo = load_photo(_photo_with_profile(tmp_path, profile))
+
+    assert photo.icc_profile is None
+    assert "colour profile unreadable or not RGB: dropped" in photo.warnings
+
+
+def test_text_after_a_real_colour_profile_is_not_kept(tmp_path):
+    profile = _srgb_profile()
+    photo = load_photo(_photo_with_profile(tmp_path, profile + b"home: 12 Elm Street, 50.88N 4.70E"))
+
+    assert photo.icc_profile is not None and b"Elm Street" not in photo.icc_profile
+    assert ImageCms.ImageCmsProfile(io.BytesIO(photo.icc_profile)).profile.xcolor_space == "RGB "
+
+
+# --- formats beyond Pillow's own ----------------------------------------------------------------------------------
+
+
+def _two_colours() -> Image.Image:
+    image = Image.new("RGB", (32, 16), (255, 0, 0))
+    image.paste((0, 0, 255), (16, 0, 32, 16))
+    return image
+
+
+def test_heic_photo_is_read(tmp_path):
+    pytest.importorskip("pillow_heif")
+    path = tmp_path / "iphone.heic"
+    try:
+        _two_colours().save(path, quality=95)
+    except (KeyError, OSError, ValueError) as error:  # pillow-heif without an encoder
+        pytest.skip(f"pillow-heif cannot encode HEIC here: {error}")
+
+    photo = load_photo(path)
+
+    assert_rgb_unit(photo, 16, 32)
+    assert pixel(photo, 8, 4) == pytest.approx(RED, abs=0.1)
+    assert pixel(photo, 8, 28) == pytest.approx(BLUE, abs=0.1)
+    assert find_images([tmp_path]) == [(path, Path("iphone"))]
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow does not read AVIF")
+def test_avif_photo_is_read_and_a_damaged_one_is_one_error(tmp_path):
+    path = tmp_path / "photo.avif"
+    _two_colours().save(path, quality=95)
+    photo = load_photo(path)
+    assert_rgb_unit(photo, 16, 32)
+    assert pixel(photo, 8, 4) == pytest.approx(RED, abs=0.1)
+
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.avif"
+    start = data.index(b"mdat") + 4  # the compressed colour planes, zeroed: libavif raises RuntimeError
+    damaged.write_bytes(data[:start] + bytes(len(data) - start))
+    with pytest.raises(ImageError, match="damaged.avif: "):
+        load_photo(damaged)
 
 
 # --- files that are not usable photos --------------------------------------------------------------------------
@@ -206,6 +349,80 @@ def test_unusable_file_raises_a_one_line_error_naming_it(tmp_path, monkeypatch, 
     assert "\n" not in message and message.strip() == message
     if make is _bomb:
         assert "bomb" in message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("Missing dimensions"),
+        RuntimeError("Failed to decode frame 0"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        IndexError("tuple index out of range"),
+        ZeroDivisionError("division by zero"),
+        KeyError(256),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_any_decoder_exception_becomes_one_line_naming_the_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "damaged.tif"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def failing_open(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    with pytest.raises(ImageError) as caught:
+        load_photo(path)
+
+    assert str(caught.value).startswith(f"{path}: unreadable image ({type(error).__name__}")
+    assert "\n" not in str(caught.value)
+
+
+def test_photo_too_large_for_the_memory_is_one_error(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def exhausted(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "convert", exhausted)
+    with pytest.raises(ImageError, match="huge.png: too large .* memory"):
+        load_photo(path)
+
+
+def test_interrupting_a_decode_is_not_turned_into_an_image_error(tmp_path, monkeypatch):
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image, "open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_photo(tmp_path / "photo.png")
+
+
+def test_raw_photo_named_explicitly_says_its_format_is_not_read(tmp_path):
+    path = tmp_path / "IMG_0001.CR2"
+    path.write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(64))
+
+    with pytest.raises(ImageError, match=r"IMG_0001.CR2: \.cr2 is not a format this installation reads"):
+        load_photo(path)
+
+
+def test_file_name_with_a_newline_stays_on_one_line(tmp_path):
+    path = tmp_path / "holiday\nerror: forged line.jpg"
+    path.write_text("not a photo")
+
+    with pytest.raises(ImageError) as caught:
+        load_photo(path)
+
+    message = str(caught.value)
+    assert "\n" not in message and message.isprintable()
+    assert "holiday\\nerror: forged line.jpg" in message
+
+
+def test_shown_escapes_control_characters_only():
+    assert shown(Path("/photos/été 2024/a\tb\r\x1b[31m.jpg")) == "/photos/été 2024/a\\tb\\r\\x1b[31m.jpg"
 
 
 def test_bomb_limit_does_not_refuse_normal_images(tmp_path):
@@ -261,6 +478,71 @@ def test_find_images_missing_path_raises(tmp_path):
         find_images([tmp_path, missing])
 
 
+def test_find_images_missing_path_or_link_loop_is_a_problem_and_the_rest_carries_on(photo_tree, tmp_path):
+    missing = tmp_path / "no_such\nfolder"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    problems: list[str] = []
+
+    found = find_images([missing, loop, photo_tree], problems=problems)
+
+    assert found == [(photo_tree / "B.PNG", Path("B")), (photo_tree / "a.jpg", Path("a"))]
+    assert problems == [
+        f"{tmp_path}/no_such\\nfolder: no such file or folder",
+        f"{loop}: cannot be used (OSError: Too many levels of symbolic links)",
+    ]
+
+
+def test_find_images_link_loop_without_a_problem_list_raises(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(ImageError, match="loop: "):
+        find_images([loop])
+
+
+def test_find_images_unreadable_folder_is_a_problem(photo_tree, monkeypatch):
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == photo_tree / "trip":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # chmod does not stop root, who may run the tests
+    problems: list[str] = []
+
+    found = find_images([photo_tree], recursive=True, problems=problems)
+
+    assert [relative for _, relative in found] == [Path("B"), Path("a")]
+    assert problems == [f"{photo_tree / 'trip'}: folder cannot be read (PermissionError: Permission denied)"]
+
+
+def test_find_images_link_loops_inside_a_folder_do_not_stop_the_walk(photo_tree):
+    (photo_tree / "trip" / "back").symlink_to(photo_tree, target_is_directory=True)
+    (photo_tree / "self.jpg").symlink_to(photo_tree / "self.jpg")
+    problems: list[str] = []
+
+    found = find_images([photo_tree], recursive=True, problems=problems)
+
+    assert [relative for _, relative in found] == [Path("B"), Path("a"), Path("trip/c"), Path("trip/day1/d")]
+    assert problems == []
+
+
+def test_find_images_reports_photos_in_formats_it_cannot_read(photo_tree):
+    for name in ("IMG_0001.CR2", "scan.jxl", "notes.md"):
+        (photo_tree / name).write_bytes(b"\x00" * 16)
+    skipped: list[str] = []
+
+    found = find_images([photo_tree], skipped=skipped)
+
+    assert [relative for _, relative in found] == [Path("B"), Path("a")]
+    assert skipped == [
+        f"{photo_tree / 'IMG_0001.CR2'}: skipped: .cr2 is not a format this installation reads",
+        f"{photo_tree / 'scan.jxl'}: skipped: .jxl is not a format this installation reads",
+    ]
+    assert find_images([photo_tree]) == found  # without the list, as quiet as before
+
+
 # --- writing PNGs -------------------------------------------------------------------------------------------------
 
 
@@ -301,7 +583,7 @@ def test_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", broken_save)
     destination = tmp_path / "protected.png"
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ImageError, match="protected.png.*disk full"):
         save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
 
     assert not destination.exists()
@@ -318,8 +600,54 @@ def test_failed_save_keeps_the_previous_output_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", half_written_save)
-    with pytest.raises(OSError):
+    with pytest.raises(ImageError):
         save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
 
     assert destination.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["protected.png"]
+
+
+def test_save_image_failure_is_one_line_naming_the_output(tmp_path):
+    (tmp_path / "taken").write_text("a file where the output folder should be")
+    destination = tmp_path / "taken" / "new\nline.png"
+
+    with pytest.raises(ImageError) as caught:
+        save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination)
+
+    message = str(caught.value)
+    assert message.startswith(f"{shown(destination)}: cannot write (") and message.isprintable()
+
+
+def test_save_image_with_a_name_of_245_characters(tmp_path):
+    destination = tmp_path / ("p" * 241 + ".png")
+
+    assert save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination) == []
+
+    assert [p.name for p in tmp_path.iterdir()] == [destination.name]
+
+
+def _long_exif() -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Fuzzcam"
+    exif[ExifTags.Base.ImageDescription] = "x" * 70_000  # over the 64 KiB a JPEG segment holds
+    return exif.tobytes()
+
+
+def test_exif_too_long_for_a_jpeg_is_left_out_with_a_warning(tmp_path):
+    destination = tmp_path / "protected.jpg"
+
+    warnings = save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination, exif=_long_exif())
+
+    assert len(warnings) == 1 and warnings[0].startswith("EXIF left out")
+    with Image.open(destination) as image:
+        assert image.format == "JPEG" and "exif" not in image.info
+    assert [p.name for p in tmp_path.iterdir()] == ["protected.jpg"]
+
+
+def test_long_exif_is_kept_in_a_png(tmp_path):
+    destination = tmp_path / "protected.png"
+
+    assert save_image(np.zeros((4, 4, 3), dtype=np.uint8), destination, exif=_long_exif()) == []
+
+    with Image.open(destination) as image:
+        assert image.getexif()[ExifTags.Base.Make] == "Fuzzcam"

@@ -1,7 +1,25 @@
-"""scenepriv: protect the scene of a photo from automatic classifiers (Private FGSM and its baselines)."""
+"""scenepriv: protect the scene of a photo from automatic classifiers (Private FGSM and its baselines).
 
-from .methods import METHODS, Method, Protection, Settings, protect
-from .zoo import MODELS, Classifier, load_classifier
+The names below are imported on first use, so that ``import scenepriv`` (and the command line's
+``--help``) does not load PyTorch.
+"""
 
-__all__ = ["METHODS", "MODELS", "Classifier", "Method", "Protection", "Settings", "load_classifier", "protect"]
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["METHODS", "MODELS", "Classifier", "Method", "Protection", "Settings", "load_classifier", "protect"]
+
+_HOMES = {"METHODS": "settings", "Method": "settings", "Settings": "settings", "Protection": "methods",
+          "protect": "methods", "MODELS": "zoo", "Classifier": "zoo", "load_classifier": "zoo"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

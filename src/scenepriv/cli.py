@@ -1,53 +1,205 @@
-"""The command line: ``scenepriv protect``, ``classify`` and ``models``. It only parses and calls."""
+"""The command line: ``scenepriv protect``, ``verify``, ``classify``, ``models``, ``evaluate``. It parses and calls.
+
+PyTorch and the image libraries are imported inside the commands, so ``--help``, ``--version`` and
+``models`` answer at once. Exit status: 0 when everything asked for was done (every photo protected,
+every check held), 1 when some photo or check failed (each named on an ``error:`` line), 2 for a
+usage error, 130 when interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import math
+import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from datetime import datetime, timezone
+from fractions import Fraction
 from itertools import product
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from . import METHODS, MODELS, Settings, load_classifier, protect, verify
-from .images import ImageError, find_images, image_extensions, load_photo, prefetch, save_image
-from .methods import to_uint8
-from .runtime import keep_freed_memory
-from .transforms import RESAMPLERS
-from .zoo import DEFAULT_MODEL, RESIZE_POLICIES, resize_to_input
-from .zoo.cache import WeightsUnavailable
+from . import __version__
+from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, Settings
+from .zoo import DEFAULT_MODEL, MODELS, places365
 
 FULL_SIZE_EPS = 1 / 255  # step for full-size output: one grey level per iteration
+INTERRUPTED = 130
+
+
+# --- option types: every number is checked, and the message names the option (argparse adds it) --------------------
+
+
+def _number(text: str) -> float:
+    """A decimal or a fraction such as ``1/255``."""
+    try:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _in_range(low: float, high: float, *, open_low: bool = False):
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not (low < value if open_low else low <= value) or value > high:
+            raise argparse.ArgumentTypeError(f"must lie in {'(' if open_low else '['}{low:g}, {high:g}], got {text!r}")
+        return value
+
+    return parse
+
+
+def _whole(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {f'from {low} to {high}' if high else f'>= {low}'}, got {text}")
+        return value
+
+    return parse
+
+
+def _list_of(parse):
+    def parse_list(text: str) -> list:
+        values = [parse(part) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one value")
+        return values
+
+    return parse_list
+
+
+JPEG_QUALITY = _whole(1, 100)
+SCALE = _in_range(0, 8, open_low=True)
+
+
+# --- output: messages, the progress bar, machine-readable output ---------------------------------------------------
+
+
+class Console:
+    """Where each kind of line goes. Errors and warnings: stderr, always. Per-photo lines and summaries: stdout,
+    or stderr when stdout carries JSON (``--json``, ``--report -``); none with ``--quiet``. Details: ``--verbose``."""
+
+    def __init__(self, verbosity: int = 0, machine_stdout: bool = False) -> None:
+        self.verbosity = verbosity
+        self.stream = sys.stderr if machine_stdout else sys.stdout
+        self.progress = None  # a tqdm bar, whose line is kept below the messages
+
+    def _write(self, line: str, stream) -> None:
+        if self.progress is not None:
+            self.progress.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
+
+    def info(self, line: str) -> None:
+        if self.verbosity >= 0:
+            self._write(line, self.stream)
+
+    def detail(self, line: str) -> None:
+        if self.verbosity > 0:
+            self._write(line, sys.stderr)
+
+    def warn(self, line: str) -> None:
+        self._write(f"warning: {line}", sys.stderr)
+
+    def error(self, line: str) -> None:
+        self._write(f"error: {line}", sys.stderr)
+
+    def bar(self, total: int, unit: str):
+        from tqdm import tqdm
+
+        self.progress = tqdm(total=total, unit=unit, file=sys.stderr, disable=None if self.verbosity >= 0 else True)
+        return self.progress
+
+
+def _shown(path) -> str:
+    from .images import shown
+
+    return shown(path)
+
+
+# --- shared steps ---------------------------------------------------------------------------------------------------
 
 
 def _device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SystemExit("error: --device mps was asked for, but this PyTorch has no Apple GPU (MPS) backend here")
     return name
 
 
 def _classifier(args: argparse.Namespace):
     """The classifier of ``--model``; ``--resize auto`` is the paper's bilinear for 224 px work (evaluate,
     ``--size model``) and an antialiased bilinear for full-size photos, which holds through other resizers."""
+    from . import load_classifier
+    from .zoo.cache import WeightsUnavailable
+
     resize = args.resize
     if resize == "auto":
         paper_setting = args.command == "evaluate" or getattr(args, "size", "full") == "model"
         resize = "bilinear" if paper_setting else "bilinear-antialias"
+    if args.mirror:
+        os.environ[places365.URL_ENV] = args.mirror
     try:
         return load_classifier(args.model, weights=args.weights, device=_device(args.device), resize=resize,
                                precision=args.precision, fold_batch_norm=args.fold_batch_norm)
     except WeightsUnavailable as error:
         raise SystemExit(f"error: {error}") from None
     except (OSError, ValueError, RuntimeError) as error:
-        raise SystemExit(f"error: cannot load model {args.model!r}: {error}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f"error: cannot load model {args.model!r}: {reason}") from None
+
+
+def _inputs(names: list[str]) -> list[Path]:
+    """The paths named on the command line; ``-`` reads more from stdin, one per line (or NUL-separated)."""
+    paths = []
+    for name in names:
+        if name != "-":
+            paths.append(Path(name))
+            continue
+        text = sys.stdin.read()
+        separator = "\0" if "\0" in text else "\n"
+        paths += [Path(line.removesuffix("\r")) for line in text.split(separator) if line.strip()]
+    return paths
+
+
+def _find(args: argparse.Namespace, names: list[str], console: Console, failures: list[str]):
+    """Photos named or inside the named folders; each path that cannot be used is one error line, the rest go on."""
+    from .images import find_images
+
+    problems: list[str] = []
+    skipped: list[str] = []
+    sources = find_images(_inputs(names), recursive=args.recursive, problems=problems, skipped=skipped)
+    for problem in problems:
+        console.error(problem)
+    for warning in skipped:
+        console.warn(warning)
+    failures += problems
+    return sources
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and ("out of memory" in str(error) or "allocate memory" in str(error)))
+
+
+# --- protect --------------------------------------------------------------------------------------------------------
 
 
 def _outputs(sources: list[tuple[Path, Path]], outdir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
@@ -71,23 +223,24 @@ def _outputs(sources: list[tuple[Path, Path]], outdir: Path, suffix: str = ".png
     return pairs
 
 
-def _warn(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
-
-
-def _photos(pairs: list[tuple[Path, Path]], inputs: set[Path], failures: list[str], classifier, size: str):
+def _photos(pairs: list[tuple[Path, Path]], inputs: set[Path], console: Console, failures: list[str],
+            classifier, size: str):
     """Decode each photo (and shrink it for ``--size model``); a bad file is reported and skipped."""
+    from .images import ImageError, load_photo
+    from .zoo import resize_to_input
+
     for source, output in pairs:
         try:
             if output.resolve() in inputs:
-                raise ImageError(f"{source}: its output {output} would overwrite an input file; choose another -o")
+                raise ImageError(f"{_shown(source)}: its output {_shown(output)} would overwrite an input file; "
+                                 "choose another -o")
             photo = load_photo(source)
         except ImageError as error:
             failures.append(str(error))
-            _warn(f"error: {error}")
+            console.error(str(error))
             continue
         for warning in photo.warnings:
-            _warn(f"warning: {source}: {warning}")
+            console.warn(f"{_shown(source)}: {warning}")
         pixels = photo.pixels
         if size == "model":
             pixels = resize_to_input(pixels[None], classifier.input_size, classifier.resize)[0]
@@ -108,130 +261,277 @@ def _batches(items, size: int, pixel_budget: int = 16_000_000):
         yield batch
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _writable_folder(folder: Path) -> None:
+    """Stop before any work if ``folder`` cannot be created or written to."""
+    import tempfile
 
-
-def command_protect(args: argparse.Namespace) -> int:
     try:
-        sources = find_images([Path(p) for p in args.inputs], recursive=args.recursive)
-    except ImageError as error:
-        raise SystemExit(f"error: {error}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SystemExit(f"error: cannot write to the output folder {_shown(folder)}: "
+                         f"{error.strerror or error}") from None
+
+
+class Report:
+    """``--report``: one JSON line per photo, appended (``-``: stdout). A failed write is one error line; the run
+    goes on without the report and ends with exit status 1."""
+
+    def __init__(self, name: str | None, inputs: set[Path], console: Console, failures: list[str]) -> None:
+        self.stream, self.name, self.console, self.failures = None, name, console, failures
+        if name is None:
+            return
+        if name == "-":
+            self.stream = sys.stdout
+            return
+        path = Path(name)
+        from .images import image_extensions
+
+        if path.resolve() in inputs or path.suffix.lower() in image_extensions():
+            raise SystemExit(f"error: --report {_shown(path)} is a photo; name a .jsonl file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            if self.stream.tell() > 0:  # a last line cut off (a run killed mid-write) must not swallow the next record
+                self.stream.seek(self.stream.tell() - 1)
+                if self.stream.read(1) != "\n":
+                    self.stream.write("\n")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SystemExit(f"error: cannot write the report {_shown(path)}: {error}") from None
+
+    def write(self, record: dict) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(json.dumps(record) + "\n")
+            self.stream.flush()
+        except OSError as error:
+            message = f"{_shown(self.name)}: cannot write the report ({error.strerror or error}); " \
+                      "the photos are still saved, without report records from here on"
+            self.failures.append(message)
+            self.console.error(message)
+            self.close()
+
+    def close(self) -> None:
+        if self.stream not in (None, sys.stdout):
+            try:
+                self.stream.close()
+            except OSError:
+                pass
+        self.stream = None
+
+
+def _not_protected_advice(record: dict) -> str:
+    goal = record.get("target") or record.get("label") or {}
+    if "target" in record:
+        reached = next((e["probability"] for e in record["final_top5"] if e["index"] == goal.get("index")), 0.0)
+        why = f"p({goal.get('name')}) = {reached:.2f} after {record['iterations']} iterations"
+    else:
+        why = f"top-1 still {goal.get('name')} after {record['iterations']} iterations"
+    return f"saved but not protected: {why}; re-run it with a larger --max-iter or --eps"
+
+
+def command_protect(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from .images import ImageError, prefetch, save_image
+    from .methods import protect, to_uint8
+    from .runtime import keep_freed_memory
+
+    if args.size == "model":
+        keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
+    failures: list[str] = []
+    sources = _find(args, args.inputs, console, failures)
+    outdir = Path(args.output)
+    folders = {Path(name).resolve() for name in args.inputs if name != "-" and Path(name).is_dir()}
+    if outdir.resolve() in folders:
+        raise SystemExit(f"error: -o {_shown(outdir)} is an input folder; protected photos would replace the "
+                         "originals: choose another folder")
     if not sources:
-        raise SystemExit("error: no photos found in the inputs")
+        raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
     if args.eps is None and args.size == "full":  # measured: +2.8 dB PSNR over 0.007, as robust (README)
         args.eps = FULL_SIZE_EPS
     overrides = {k: getattr(args, k) for k in ("eps", "max_iter", "threshold", "sigma", "iterations")}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None},
-                        max_perturbation=args.max_perturbation, robust=args.robust)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None},
+                            max_perturbation=args.max_perturbation, robust=args.robust)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.format == "jpeg" and not args.robust:
-        _warn("warning: JPEG output re-encodes the perturbation and may weaken it; add --robust, or keep PNG")
-    classifier = _classifier(args)
-    pairs = _outputs(sources, Path(args.output), ".jpg" if args.format == "jpeg" else ".png")
+        console.warn("JPEG output re-encodes the perturbation and may weaken it; add --robust, or keep PNG")
+    pairs = _outputs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
     inputs = {source.resolve() for source, _ in pairs}
-    failures: list[str] = []
-    records = []
-    run = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report = None
-    if args.report:  # appended, never overwritten: earlier runs stay in the file
-        try:
-            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-            report = open(args.report, "a", encoding="utf-8")
-        except OSError as error:
-            raise SystemExit(f"error: cannot write the report {args.report}: {error}") from None
-    start = time.perf_counter()
-
-    def finish(saves: list) -> None:
-        """Wait for one batch's files to be written, in order; then log, count and report each."""
-        for future, photo, output, record in saves:
-            try:
-                future.result()
-            except OSError as error:
-                failures.append(f"{photo.path}: cannot write {output}: {error}")
-                _warn(f"error: {failures[-1]}")
-                continue
-            record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run, **record}
-            records.append(record)
-            before, after = record["clean_top5"][0], record["final_top5"][0]
-            tqdm.write(f"{photo.path} -> {output}: {before['name']} ({before['probability']:.2f}) -> "
-                       f"{after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
-                       f"PSNR {record['psnr'] or float('inf'):.1f} dB")
-            if report:
-                report.write(json.dumps(record) + "\n")
-                report.flush()
-        progress.update(len(saves))
-
-    # Files are encoded and written in a background thread while the next batch is protected.
-    with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as progress, \
-            ThreadPoolExecutor(max_workers=1) as writer:
-        photos = prefetch(_photos(pairs, inputs, failures, classifier, args.size), depth=args.batch_size)
-        saves: list = []
-        for batch in _batches(photos, args.batch_size):
-            images = torch.stack([pixels for _, _, pixels in batch])
-            result = protect(images, classifier, args.method, seed=args.seed, settings=settings)
-            finish(saves)
-            saves = [(writer.submit(save_image, pixels, output, quality=args.quality, icc_profile=photo.icc_profile,
-                                    exif=photo.exif if args.keep_metadata else None), photo, output, record)
-                     for (photo, output, _), pixels, record in zip(batch, to_uint8(result.images), result.records,
-                                                                   strict=True)]
-        finish(saves)
-        progress.update(len(pairs) - progress.n)
-    if report:
-        report.close()
-    elapsed = time.perf_counter() - start
-    psnrs = [r["psnr"] for r in records if r["psnr"] is not None]
-    print(f"{'photos':<22}{len(pairs)}")
-    print(f"{'protected (success)':<22}{sum(r['success'] for r in records)} of {len(records)} saved"
-          f" ({len(failures)} failed)")
-    print(f"{'top-1 changed':<22}{sum(r['top1_changed'] for r in records)} of {len(records)}")
-    print(f"{'mean iterations':<22}{_mean([r['iterations'] for r in records]):.1f}")
-    ssims = [r["ssim"] for r in records if r["ssim"] is not None]
-    print(f"{'mean PSNR / SSIM':<22}{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}")
-    print(f"{'time':<22}{elapsed:.1f} s ({args.method}, {classifier.name}, {_device(args.device)})")
-    return 1 if failures else 0
-
-
-def command_classify(args: argparse.Namespace) -> int:
+    report = Report(args.report, inputs, console, failures)
+    _writable_folder(outdir)
     classifier = _classifier(args)
-    failed = False
-    results = []
-    for name in args.images:
+    console.detail(f"{classifier.name} on {_device(args.device)}, precision {args.precision}, resize "
+                   f"{classifier.resize}; {args.method} with {settings}")
+    records: list[dict] = []
+    run = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    pending: list = []  # files being written in the background: (future, photo, output, record)
+
+    def finish() -> None:
+        """Wait for the files being written, in order; then log, count and report each."""
+        while pending:
+            future, photo, output, record = pending[0]
+            try:
+                for warning in future.result():
+                    console.warn(f"{_shown(photo.path)}: {warning}")
+            except ImageError as error:
+                failures.append(f"{_shown(photo.path)}: {error}")
+                console.error(failures[-1])
+            else:
+                record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run,
+                          **record}
+                records.append(record)
+                report.write(record)
+                before, after = record["clean_top5"][0], record["final_top5"][0]
+                console.info(f"{_shown(photo.path)} -> {_shown(output)}: {before['name']} ({before['probability']:.2f})"
+                             f" -> {after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
+                             f"PSNR {record['psnr'] or float('inf'):.1f} dB")
+                if not record["success"]:
+                    console.error(f"{_shown(photo.path)}: {_not_protected_advice(record)}")
+            pending.pop(0)
+            progress.update(1)
+
+    def protect_batch(batch: list) -> list:
+        """Protect a batch; out of memory, each photo alone; a photo that does not fit alone is one error line."""
         try:
-            photo = load_photo(Path(name))
+            result = protect(torch.stack([pixels for _, _, pixels in batch]), classifier, args.method,
+                             seed=args.seed, settings=settings)
+            return list(zip(batch, to_uint8(result.images), result.records, strict=True))
+        except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
+            if not _is_out_of_memory(error):
+                raise
+        if len(batch) > 1:
+            return [done for item in batch for done in protect_batch([item])]
+        photo, _, pixels = batch[0]
+        megapixels = pixels[0].numel() / 1e6
+        failures.append(f"{_shown(photo.path)}: not enough memory to protect this {megapixels:.0f}-megapixel photo; "
+                        "close other programs, or use --size model")
+        console.error(failures[-1])
+        progress.update(1)
+        return []
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    interrupted = False
+    # Files are encoded and written in a background thread while the next batch is protected.
+    with console.bar(len(pairs), "photo") as progress, ThreadPoolExecutor(max_workers=1) as writer:
+        try:
+            photos = prefetch(_photos(pairs, inputs, console, failures, classifier, args.size), depth=args.batch_size)
+            for batch in _batches(photos, args.batch_size):
+                done = protect_batch(batch)
+                finish()
+                pending += [(writer.submit(save_image, pixels, output, quality=args.quality,
+                                           icc_profile=photo.icc_profile,
+                                           exif=photo.exif if args.keep_metadata else None), photo, output, record)
+                            for (photo, output, _), pixels, record in done]
+            finish()
+        except KeyboardInterrupt:
+            interrupted = True
+            finish()  # the files already handed to the writer are saved and reported: report and folder agree
+        progress.update(len(pairs) - progress.n)
+    console.progress = None
+    report.close()
+    _protect_summary(args, console, classifier, pairs, records, failures, time.perf_counter() - start, interrupted)
+    if interrupted:
+        return INTERRUPTED
+    return 1 if failures or not all(r["success"] for r in records) else 0
+
+
+def _protect_summary(args, console: Console, classifier, pairs, records, failures, elapsed, interrupted) -> None:
+    protected = [r for r in records if r["success"]]
+    missed = [r for r in records if not r["success"]]
+    if args.json:
+        print(json.dumps({"photos": len(pairs), "protected": len(protected), "not_protected": len(missed),
+                          "failed": len(failures), "interrupted": interrupted, "records": records,
+                          "errors": failures}, indent=2))
+    psnrs = [r["psnr"] for r in records if r["psnr"] is not None]
+    ssims = [r["ssim"] for r in records if r["ssim"] is not None]
+    lines = [
+        ("photos", f"{len(pairs)}"),
+        ("protected", f"{len(protected)} of {len(pairs)}"),
+        ("saved, not protected", f"{len(missed)}" + (" (see the error lines: re-run those with a larger "
+                                                      "--max-iter or --eps)" if missed else "")),
+        ("not saved", f"{len(pairs) - len(records)}" + (" (see the error lines)" if len(pairs) > len(records) else "")),
+        ("top-1 changed", f"{sum(r['top1_changed'] for r in records)} of {len(records)}"),
+        ("mean iterations", f"{_mean([r['iterations'] for r in records]):.1f}"),
+        ("mean PSNR / SSIM", f"{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}"),
+        ("time", f"{elapsed:.1f} s ({args.method}, {classifier.name}, {_device(args.device)})"),
+    ]
+    for label, value in lines:
+        console.info(f"{label:<22}{value}")
+    if interrupted:
+        console.error(f"interrupted: {len(records)} of {len(pairs)} photos saved"
+                      + (" and reported" if args.report else "") + "; run again to protect the rest")
+
+
+# --- classify, models -----------------------------------------------------------------------------------------------
+
+
+def command_classify(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from .images import ImageError, load_photo
+
+    failures: list[str] = []
+    sources = _find(args, args.images, console, failures)
+    classifier = _classifier(args)
+    results = []
+    for path, _ in sources:
+        try:
+            photo = load_photo(path)
         except ImageError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed = True
+            console.error(str(error))
+            failures.append(str(error))
             continue
-        device = next(classifier.parameters()).device
         with torch.inference_mode():
-            probabilities = classifier(photo.pixels[None].to(device)).double().softmax(1)[0].cpu()
+            probabilities = classifier(photo.pixels[None].to(classifier.mean.device)).double().softmax(1)[0].cpu()
         values, indices = probabilities.topk(min(args.top, len(probabilities)))
         top = [{"index": int(i), "name": classifier.labels[int(i)], "probability": float(v)}
                for v, i in zip(values, indices, strict=True)]
-        results.append({"file": name, "model": classifier.name, "top": top})
+        results.append({"file": str(path), "model": classifier.name, "top": top})
         if not args.json:
-            print(name)
+            print(_shown(path))
             for rank, entry in enumerate(top, 1):
                 print(f"  {rank}. {entry['name']:<40} {entry['probability']:.4f}")
     if args.json:
         print(json.dumps(results, indent=2))
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
-def command_models(args: argparse.Namespace) -> int:
+def command_models(args: argparse.Namespace, console: Console) -> int:
+    entries = []
     for name, spec in MODELS.items():
         location, available = spec.weights_status()
-        default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{default}\n  {spec.description}\n  weights: {location}\n"
-              f"  offline: {'yes' if available else 'no, downloaded on first use (or pass --weights PATH)'}")
+        entries.append({"name": name, "default": name == DEFAULT_MODEL, "description": spec.description,
+                        "weights": location, "offline": available})
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        print(f"{entry['name']}{' (default)' if entry['default'] else ''}\n  {entry['description']}\n"
+              f"  weights: {entry['weights']}\n"
+              f"  offline: {'yes' if entry['offline'] else 'no, downloaded on first use (or pass --weights PATH)'}")
     return 0
 
 
-def command_evaluate(args: argparse.Namespace) -> int:
-    from . import evaluate
+# --- evaluate -------------------------------------------------------------------------------------------------------
 
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit("error: --limit must be at least 1")
+
+def command_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # batches at the model's size: ~10% faster
+    try:
+        from . import evaluate, metrics
+
+        metrics.brisque_model()  # before hours of work: OpenCV's contrib modules must be there
+    except ImportError as error:
+        raise SystemExit(f"error: evaluate: {error}") from None
     try:
         rows = evaluate.select_rows(args.methods)
         dataset = evaluate.load_dataset(Path(args.dataset), MODELS[args.model].labels(),
@@ -242,184 +542,285 @@ def command_evaluate(args: argparse.Namespace) -> int:
     except evaluate.EvaluationError as error:
         raise SystemExit(f"error: {error}") from None
     output = Path(args.output)
-    print((output / "table1.md").read_text(encoding="utf-8"))
-    print((output / "table2.md").read_text(encoding="utf-8"))
-    print(f"results, tables and figures in {output}/ (summary.md)")
+    console.info((output / "table1.md").read_text(encoding="utf-8"))
+    console.info((output / "table2.md").read_text(encoding="utf-8"))
+    console.info(f"results, tables and figures in {output}/ (summary.md)")
     return 1 if failures else 0
+
+
+# --- verify ---------------------------------------------------------------------------------------------------------
 
 
 def _original_of(relative: Path, originals: Path) -> Path | None:
     """The original photo of a protected file: same relative name in ``originals``, any image extension."""
+    from .images import image_extensions
+
     if (originals / relative).is_file():  # outputs named after a clash keep the extension: x.jpg.png
         return originals / relative
     candidates = sorted((originals / relative).parent.glob(f"{glob.escape(relative.name)}.*"))
     return next((c for c in candidates if c.suffix.lower() in image_extensions()), None)
 
 
-def command_verify(args: argparse.Namespace) -> int:
-    try:
-        sources = find_images([Path(p) for p in args.files], recursive=args.recursive)
-        qualities = [int(q) for q in args.jpeg.split(",") if q.strip()]
-        scales = [float(s) for s in args.scale.split(",") if s.strip()]
-    except ImageError as error:
-        raise SystemExit(f"error: {error}") from None
-    except ValueError:
-        raise SystemExit("error: --jpeg takes integers and --scale numbers, separated by commas") from None
+def command_verify(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from . import verify
+    from .images import ImageError, load_photo
+
+    failures: list[str] = []
+    sources = _find(args, args.files, console, failures)
+    if not sources:
+        raise SystemExit("error: no protected photos found in the inputs")
     resamplers = list(RESAMPLERS) if args.resamplers == "all" else args.resamplers.split(",")
     if unknown := set(resamplers) - set(RESAMPLERS):
         raise SystemExit(f"error: unknown resampler {', '.join(sorted(unknown))}; choose from {', '.join(RESAMPLERS)}")
-    all_checks = verify.checks(qualities, scales, resamplers)
+    all_checks = verify.checks(args.jpeg, args.scale, resamplers)
     classifier = _classifier(args)
-    failed, results = False, []
-    for path, relative in tqdm(sources, unit="photo", file=sys.stderr, disable=None):
-        original = _original_of(relative, Path(args.original)) if args.original else None
-        try:
-            protected = load_photo(path).pixels
-            if args.original and original is None:
-                raise ImageError(f"{path}: no original named {relative}.* in {args.original}")
-            original_top1 = verify.top1_under_checks(classifier, load_photo(original).pixels, all_checks) \
-                if original else None
-        except ImageError as error:
-            _warn(f"error: {error}")
-            failed = True
-            continue
-        with torch.inference_mode():
-            target = int(classifier(protected[None].to(next(classifier.parameters()).device)).argmax())
-        protected_top1 = verify.top1_under_checks(classifier, protected, all_checks)
-        checks = []
-        for i, check in enumerate(all_checks):
-            entry = {"check": check.name, "top1": classifier.labels[protected_top1[i]],
-                     "target_wins": protected_top1[i] == target}
-            if original_top1:
-                entry.update(original_top1=classifier.labels[original_top1[i]],
-                             holds=protected_top1[i] != original_top1[i])
-            checks.append(entry)
-        results.append({"file": str(path), "original": str(original) if original else None,
-                        "target": classifier.labels[target], "checks": checks})
+    results = []
+    with console.bar(len(sources), "photo") as progress:
+        for path, relative in sources:
+            progress.update(1)
+            original = _original_of(relative, Path(args.original)) if args.original else None
+            try:
+                protected = load_photo(path).pixels
+                if args.original and original is None:
+                    raise ImageError(f"{_shown(path)}: no original named {_shown(relative)}.* in "
+                                     f"{_shown(args.original)}")
+                original_top1 = verify.top1_under_checks(classifier, load_photo(original).pixels, all_checks) \
+                    if original else None
+            except ImageError as error:
+                console.error(str(error))
+                failures.append(str(error))
+                continue
+            with torch.inference_mode():
+                target = int(classifier(protected[None].to(classifier.mean.device)).argmax())
+            protected_top1 = verify.top1_under_checks(classifier, protected, all_checks)
+            checks = []
+            for i, check in enumerate(all_checks):
+                entry = {"check": check.name, "top1": classifier.labels[protected_top1[i]],
+                         "target_wins": protected_top1[i] == target}
+                if original_top1:
+                    entry.update(original_top1=classifier.labels[original_top1[i]],
+                                 holds=protected_top1[i] != original_top1[i])
+                checks.append(entry)
+            results.append({"file": str(path), "original": str(original) if original else None,
+                            "target": classifier.labels[target], "checks": checks})
+    console.progress = None
+    key = "holds" if args.original else "target_wins"
+    broken_files = [r for r in results if not all(c[key] for c in r["checks"])]
     if args.json:
         print(json.dumps(results, indent=2))
-        return 1 if failed else 0
-    key = "holds" if args.original else "target_wins"
+    else:
+        _verify_table(args, console, results, key, resamplers)
+    for result in broken_files:
+        broken = [c["check"] for c in result["checks"] if not c[key]]
+        console.error(f"{_shown(result['file'])}: {len(broken)} of {len(result['checks'])} checks fail "
+                      f"({', '.join(broken)})")
+    if broken_files:
+        console.info(f"\n{len(broken_files)} of {len(results)} files do not hold under every check: protect their "
+                     "originals again with --robust (and a larger --max-iter), or share them at a higher quality")
+    return 1 if failures or broken_files else 0
+
+
+def _verify_table(args, console: Console, results: list[dict], key: str, resamplers: list[str]) -> None:
+    from . import verify
+
     for result in results:
         broken = [c["check"] for c in result["checks"] if not c[key]]
-        print(f"{result['file']}: {len(result['checks']) - len(broken)}/{len(result['checks'])} checks "
-              f"{'hold' if args.original else 'keep the target'} ({result['target']})"
-              + (f"; not: {', '.join(broken)}" if broken else ""))
-    if results:
-        print(f"\n{'share of files' + (' holding' if args.original else ' keeping the target'):<38}"
-              + "".join(f"{r:>20}" for r in resamplers))
-        for quality, scale in product([None, *qualities], scales):
-            cells = []
-            for resampler in resamplers:
-                name = verify.Check(quality, scale, resampler).name
-                held = [c[key] for r in results for c in r["checks"] if c["check"] == name]
-                cells.append(f"{100 * sum(held) / len(held):>19.0f}%")
-            label = f"{'as saved' if quality is None else f'JPEG {quality}'}, scale {scale:g}"
-            print(f"{label:<38}" + "".join(cells))
-    return 1 if failed else 0
+        console.info(f"{_shown(result['file'])}: {len(result['checks']) - len(broken)}/{len(result['checks'])} "
+                     f"checks {'hold' if args.original else 'keep the target'} ({result['target']})")
+    if not results:
+        return
+    console.info(f"\n{'share of files' + (' holding' if args.original else ' keeping the target'):<38}"
+                 + "".join(f"{r:>20}" for r in resamplers))
+    for quality, scale in product([None, *args.jpeg], args.scale):
+        cells = []
+        for resampler in resamplers:
+            name = verify.Check(quality, scale, resampler).name
+            held = [c[key] for r in results for c in r["checks"] if c["check"] == name]
+            cells.append(f"{100 * sum(held) / len(held):>19.0f}%")
+        label = f"{'as saved' if quality is None else f'JPEG {quality}'}, scale {scale:g}"
+        console.info(f"{label:<38}" + "".join(cells))
 
 
-def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32") -> None:
+# --- the parser -----------------------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; wider option column."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    verbosity = group.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                           help="print only errors and warnings")
+    verbosity.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                           help="also print the settings and model in use")
+
+
+def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", batch_size: str | None = None) -> None:
     """``precision``: the default of ``--precision``; protect takes ``auto`` (speed), the commands that
-    measure take ``fp32``, the network as published, whatever the machine."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="classifier to protect against")
-    parser.add_argument("--weights", help="use this local checkpoint file instead of the default weights")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default=precision, choices=["fp32", "bf16", "auto"],
-                        help="bf16 autocast (about 3x faster where the CPU or GPU runs bf16 natively; auto: "
-                             f"bf16 only there; default {precision})")
-    parser.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=True,
-                        help="fold batch norms into convolutions (the same function to float rounding, faster)")
-    parser.add_argument("--resize", default="auto", choices=["auto", *RESIZE_POLICIES],
-                        help="how the classifier brings a photo to its input size; auto: bilinear-antialias for "
-                             "full-size output, the paper's bilinear otherwise")
+    measure take ``fp32``, the network as published, whatever the machine. ``batch_size``: what a
+    ``--batch-size`` counts, for the commands that batch."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS),
+                       help=f"classifier to protect against or to ask (default {DEFAULT_MODEL}, embedded)")
+    model.add_argument("--weights", metavar="PATH", help="a local checkpoint file instead of the default weights")
+    model.add_argument("--mirror", metavar="URL",
+                       help="download Places365 weights from this folder URL instead of the official server (the "
+                            f"checksum stays pinned; or set {places365.URL_ENV})")
+    model.add_argument("--resize", default="auto", choices=["auto", *RESIZE_POLICIES],
+                       help="how the classifier brings a photo to its input size (default auto: bilinear-antialias "
+                            "for full-size output, the paper's bilinear otherwise)")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                       help="where to compute (default auto: cuda when there is one, else cpu)")
+    speed.add_argument("--precision", default=precision, choices=list(PRECISIONS),
+                       help="bf16 autocast: about 3x faster where the CPU or GPU runs bf16 natively; auto: bf16 "
+                            f"only there (default {precision})")
+    speed.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                       help="fold batch norms into convolutions: the same function to float rounding, faster "
+                            "(default on)")
+    if batch_size:
+        speed.add_argument("--batch-size", type=_whole(1), default=8,
+                           help=f"{batch_size} protected together (default 8)")
+
+
+PROTECT_EXAMPLES = """examples:
+  scenepriv protect holiday/ -o protected/                 protect every photo of a folder, as PNG
+  scenepriv protect holiday/ -o protected/ --robust        hold through platform JPEG re-encoding and resizing
+  scenepriv verify protected/ --original holiday/          check the protection after re-encoding
+  find . -name '*.heic' | scenepriv protect - -o out/      paths from stdin
+
+Outputs replace files of the same name in OUTDIR. Exit status: 0 when every photo was protected,
+1 when a photo failed or was saved without reaching its goal (each on an error: line), 130 when interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scenepriv", description="Protect the scene of photos from classifiers.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="scenepriv", formatter_class=_Formatter,
+        description="Protect the scene of photos from automatic classifiers (Private FGSM, ICASSP 2019).",
+        epilog="examples:\n  scenepriv protect photos/ -o protected/\n"
+               "  scenepriv verify protected/ --original photos/\n\nrun 'scenepriv COMMAND --help' for its options")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("protect", help="protect photos (files or folders) into an output folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected PNGs")
-    p.add_argument("--method", default="p-fgsm", choices=list(METHODS))
-    _model_options(p, precision="auto")
-    p.add_argument("--eps", type=float,
-                   help="step size in [0, 1] pixel units (default 1/255 for full-size output, the paper's 0.007 "
-                        "with --size model)")
-    p.add_argument("--max-iter", type=int, help="most iterations of the iterative methods (default 50)")
-    p.add_argument("--threshold", type=float, help="target probability that stops the iterations (default 0.99)")
-    p.add_argument("--sigma", type=float, help="P-FGSM's cumulative-probability threshold (default 0.99)")
-    p.add_argument("--iterations", type=int, help="fixed number of repeated steps (sog, fgsm, r-fgsm)")
-    p.add_argument("--max-perturbation", type=float, help="optional L-infinity bound around the original")
-    p.add_argument("--seed", type=int, help="make target choice reproducible (default: unpredictable)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--size", default="full", choices=["full", "model"],
-                   help="output at the photo's own size (default) or at the model's input size (the paper's setting)")
+    p = commands.add_parser("protect", help="protect photos (files or folders) into an output folder",
+                            description="Protect photos: each is saved to OUTDIR with a perturbation that changes "
+                                        "what the classifier sees.",
+                            epilog=PROTECT_EXAMPLES, formatter_class=_Formatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos; - reads paths from stdin")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected photos")
     p.add_argument("--robust", action="store_true",
                    help="make the protection survive platform re-encoding (JPEG down to quality 25, resizing)")
-    p.add_argument("--format", default="png", choices=["png", "jpeg"], help="output format (default: lossless PNG)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality with --format jpeg (default 95)")
-    p.add_argument("--keep-metadata", action="store_true",
-                   help="keep EXIF metadata except location (default: strip all; the colour profile is always kept)")
-    p.add_argument("--report", metavar="FILE.jsonl", help="append one JSON record per photo to this file")
+    p.add_argument("--seed", type=_whole(0), help="make target choice reproducible (default: unpredictable)")
     p.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
+    p.add_argument("--report", metavar="FILE.jsonl",
+                   help="append one JSON record per photo to this file (- : JSON lines on stdout)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout (messages on stderr)")
+    p.add_argument("--format", default="png", choices=["png", "jpeg"], help="output format (default png, lossless)")
+    p.add_argument("--quality", type=JPEG_QUALITY, default=95,
+                   help="JPEG quality 1-100 for --format jpeg (default 95)")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep EXIF metadata except location (default: strip all; a valid colour profile is kept)")
+    p.add_argument("--size", default="full", choices=["full", "model"],
+                   help="output at the photo's own size (default) or at the model's input size (the paper's setting)")
+    _output_options(p)
+    method = p.add_argument_group("method (defaults: the paper's)")
+    method.add_argument("--method", default="p-fgsm", choices=list(METHODS), help="default p-fgsm")
+    method.add_argument("--eps", type=_in_range(0, 1),
+                        help="step size in [0, 1] pixel units, e.g. 0.004 or 1/255 (default 1/255 at full size, "
+                             "the paper's 0.007 with --size model)")
+    method.add_argument("--max-iter", type=_whole(0), help="most iterations of the iterative methods (default 50)")
+    method.add_argument("--threshold", type=_in_range(0, 1),
+                        help="target probability that stops the iterations (default 0.99)")
+    method.add_argument("--sigma", type=_in_range(0, 1),
+                        help="P-FGSM's cumulative-probability threshold (default 0.99)")
+    method.add_argument("--iterations", type=_whole(0), help="fixed number of repeated steps (sog, fgsm, r-fgsm)")
+    method.add_argument("--max-perturbation", type=_in_range(0, 1),
+                        help="optional L-infinity bound around the original, in [0, 1] pixel units")
+    _model_options(p, precision="auto", batch_size="photos")
     p.set_defaults(run=command_protect)
 
-    c = commands.add_parser("classify", help="what the classifier sees in photos")
-    c.add_argument("images", nargs="+", metavar="IMAGE")
-    _model_options(c)
-    c.add_argument("--top", type=int, default=5)
+    v = commands.add_parser("verify", help="check that protected files stay protected after re-encoding",
+                            formatter_class=_Formatter,
+                            description="Re-classify protected photos as saved and after real JPEG re-encoding and "
+                                        "resizing. Exit status 1 when any check fails (like sha256sum -c).")
+    v.add_argument("files", nargs="+", metavar="FILE", help="protected photos or folders of them; - reads stdin")
+    v.add_argument("--original", metavar="DIR", help="folder of the originals (same names, any extension)")
+    v.add_argument("--jpeg", type=_list_of(JPEG_QUALITY), default=[25, 50, 75, 95],
+                   help="JPEG qualities 1-100 to re-encode with (default 25,50,75,95)")
+    v.add_argument("--scale", type=_list_of(SCALE), default=[0.5, 1.0],
+                   help="scales to resize by before JPEG, in (0, 8] (default 0.5,1)")
+    v.add_argument("--resamplers", default="all", help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
+    v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
+    v.add_argument("--json", action="store_true", help="print every check as JSON")
+    _output_options(v)
+    _model_options(v)
+    v.set_defaults(run=command_verify)
+
+    c = commands.add_parser("classify", help="what the classifier sees in photos", formatter_class=_Formatter)
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="photos or folders; - reads paths from stdin")
+    c.add_argument("--top", type=_whole(1), default=5, help="how many classes to show (default 5)")
+    c.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
     c.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    _output_options(c)
+    _model_options(c)
     c.set_defaults(run=command_classify)
 
-    e = commands.add_parser("evaluate", help="reproduce the paper's Table 1, Table 2 and Fig. 3 on a dataset")
+    m = commands.add_parser("models", help="the classifiers available and where their weights are")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a list")
+    _output_options(m)
+    m.set_defaults(run=command_models)
+
+    e = commands.add_parser("evaluate", help="reproduce the paper's Table 1, Table 2 and Fig. 3 on a dataset",
+                            formatter_class=_Formatter,
+                            description="Reproduce the paper's tables on any classifier and image set (needs the "
+                                        "eval extra: pip install 'scenepriv[eval]').")
     e.add_argument("dataset", metavar="DATASET",
                    help="class folders (CLASS_NAME/photo.jpg), a Places365 val folder with places365_val.txt, "
                         "or a flat folder of unlabelled photos (label = clean top-1)")
     e.add_argument("-o", "--output", required=True, metavar="RESULTS_DIR", help="folder for results and tables")
-    _model_options(e)
     e.add_argument("--methods", default="paper",
                    help="'paper' (the eleven rows of Table 1) or comma-separated methods or row names, "
-                        "e.g. 'fgsm,r-fgsm,p-fgsm' or 'FG (6I),P-FG'")
-    e.add_argument("--limit", type=int, help="evaluate only the first N images (class folders: taken in turn)")
-    e.add_argument("--seed", type=int, help="make target choice reproducible (default: unpredictable)")
-    e.add_argument("--batch-size", type=int, default=8)
+                        "e.g. 'fgsm,r-fgsm,p-fgsm' or 'FG (6I),P-FG' (default paper)")
+    e.add_argument("--limit", type=_whole(1), help="evaluate only the first N images (class folders: taken in turn)")
+    e.add_argument("--seed", type=_whole(0), help="make target choice reproducible (default: unpredictable)")
     e.add_argument("--private-classes", action="store_true",
                    help="keep only the 60 private classes of MediaEval 2018 (Places365 models)")
     e.add_argument("--save-images", action="store_true", help="also write the protected images as PNG")
+    _output_options(e)
+    _model_options(e, batch_size="images")
     e.set_defaults(run=command_evaluate)
-
-    v = commands.add_parser("verify", help="check that protected files stay protected after re-encoding")
-    v.add_argument("files", nargs="+", metavar="FILE", help="protected photos or folders of them")
-    v.add_argument("--original", metavar="DIR", help="folder of the originals (same names, any extension)")
-    v.add_argument("--jpeg", default="25,50,75,95", help="JPEG qualities to re-encode with (default 25,50,75,95)")
-    v.add_argument("--scale", default="0.5,1", help="scales to resize by before JPEG (default 0.5,1)")
-    v.add_argument("--resamplers", default="all", help=f"all, or some of {','.join(RESAMPLERS)}")
-    v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
-    v.add_argument("--json", action="store_true", help="print every check as JSON")
-    _model_options(v)
-    v.set_defaults(run=command_verify)
-
-    m = commands.add_parser("models", help="the classifiers available and where their weights are")
-    m.set_defaults(run=command_models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "evaluate" or getattr(args, "size", None) == "model":
-        keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
-    if getattr(args, "batch_size", 1) < 1:
-        raise SystemExit("error: --batch-size must be at least 1")
-    if getattr(args, "top", 1) < 1:
-        raise SystemExit("error: --top must be at least 1")
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    # Pillow's own warnings ("Corrupt EXIF data", two lines naming no photo): load_photo says what matters per file.
+    warnings.filterwarnings("ignore", module=r"PIL\.")
+    machine_stdout = getattr(args, "json", False) or getattr(args, "report", None) == "-"
+    if getattr(args, "json", False) and getattr(args, "report", None) == "-":
+        parser.error("--json and --report - would both write to stdout; choose one")
+    console = Console(args.verbosity, machine_stdout=machine_stdout)
     try:
-        return args.run(args)
-    except ValueError as error:  # invalid settings, e.g. sigma outside [0, 1]
-        raise SystemExit(f"error: {error}") from None
+        return args.run(args, console)
     except KeyboardInterrupt:
-        return 130
+        console.error("interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:  # `scenepriv classify ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

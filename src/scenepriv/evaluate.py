@@ -74,7 +74,7 @@ def select_rows(spec: str) -> list[Row]:
         name = METHOD_ROWS.get(item.casefold(), item).casefold()
         if name not in by_name:
             choices = ", ".join(["paper", *METHOD_ROWS, *(row.name for row in PAPER_ROWS)])
-            raise ValueError(f"unknown method or row {item!r} in --methods; choose from {choices}")
+            raise EvaluationError(f"unknown method or row {item!r} in --methods; choose from {choices}")
         if by_name[name] not in rows:
             rows.append(by_name[name])
     return rows

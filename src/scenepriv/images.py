@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +16,39 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 
 class ImageError(Exception):
     """A file that cannot be used as a photo; the message is one line that names the file."""
+
+
+class _Refused(Exception):
+    """A decoded image this module will not use; the message is the reason, without the file name."""
+
+
+try:  # HEIC/HEIF (iPhone photos) through pillow-heif; without it they are reported as a format not read here
+    from pillow_heif import register_heif_opener
+except ImportError:
+    pass
+else:
+    register_heif_opener()
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped as in Python literals (a newline as ``\\n``)."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
+def shown(path: os.PathLike | str) -> str:
+    """``path`` for one line of text: a newline or terminal escape in a file name cannot split or forge a line."""
+    return _one_line(str(path))
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in one line: the exception's class and message (an OSError's message without file names)."""
+    message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return _one_line(f"{type(error).__name__}: {message}" if message else type(error).__name__)
 
 
 @dataclass
@@ -27,7 +58,7 @@ class Photo:
     path: Path
     pixels: torch.Tensor
     warnings: list[str] = field(default_factory=list)
-    icc_profile: bytes | None = None  # colour profile, kept on output
+    icc_profile: bytes | None = None  # an RGB colour profile, kept on output
     exif: bytes | None = None  # EXIF without location and with the orientation applied (for --keep-metadata)
 
 
@@ -36,32 +67,80 @@ def image_extensions() -> set[str]:
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def find_images(inputs: list[Path], recursive: bool = False) -> list[tuple[Path, Path]]:
+# Extensions of photos and pictures that a folder may hold even where this installation cannot read them:
+# skipping one of these is reported, unlike a README or a sidecar file.
+PHOTO_EXTENSIONS = set(".heic .heif .avif .jxl .raw .cr2 .cr3 .nef .arw .dng .orf .rw2 .raf .psd .svg".split())
+
+
+def find_images(
+    inputs: list[Path], recursive: bool = False, problems: list[str] | None = None, skipped: list[str] | None = None
+) -> list[tuple[Path, Path]]:
     """(source, relative output stem) for every photo named or inside a named folder.
 
     A file named on the command line is always tried; inside a folder only files with an image
-    extension are taken (hidden files skipped), so a README beside the photos is not an error.
-    Missing paths raise ImageError.
+    extension are taken (hidden files and folders skipped), so a README beside the photos is not an error.
+    An input or folder that cannot be used (missing, a symbolic link loop, unreadable) is one line naming it,
+    appended to ``problems`` so the other inputs still count; without that list it raises ImageError.
+    Photos in a format this installation cannot read are one line each in ``skipped``, when given.
     """
+
+    def problem(message: str) -> None:
+        if problems is None:
+            raise ImageError(message)
+        problems.append(message)
+
+    def unreadable_folder(error: OSError) -> None:
+        problem(f"{shown(error.filename)}: folder cannot be read ({_reason(error)})")
+
     extensions = image_extensions()
     found = []
     for root in inputs:
-        if root.is_dir():
-            pattern = root.rglob("*") if recursive else root.glob("*")
-            for path in sorted(pattern):
-                relative = path.relative_to(root)
-                if path.is_file() and path.suffix.lower() in extensions and not any(
-                    part.startswith(".") for part in relative.parts
-                ):
-                    found.append((path, relative.with_suffix("")))
-        elif root.exists():
+        try:
+            folder = stat.S_ISDIR(root.stat().st_mode)
+        except FileNotFoundError:
+            problem(f"{shown(root)}: no such file or folder")
+            continue
+        except (OSError, RuntimeError, ValueError) as error:  # a link loop, no permission, a NUL in the name
+            problem(f"{shown(root)}: cannot be used ({_reason(error)})")
+            continue
+        if not folder:
             found.append((root, Path(root.stem)))
-        else:
-            raise ImageError(f"{root}: no such file or folder")
+            continue
+        photos = []
+        for parent, folders, files in os.walk(root, onerror=unreadable_folder):  # links to folders not followed
+            folders[:] = [name for name in folders if not name.startswith(".")] if recursive else []
+            for name in sorted(files):
+                path = Path(parent, name)
+                suffix = path.suffix.lower()
+                try:
+                    if name.startswith(".") or not path.is_file():  # a link loop is not a file
+                        continue
+                except (OSError, ValueError) as error:  # a folder that can be listed but not entered
+                    problem(f"{shown(path)}: cannot be used ({_reason(error)})")
+                    continue
+                if suffix in extensions:
+                    photos.append((path, path.relative_to(root).with_suffix("")))
+                elif suffix in PHOTO_EXTENSIONS and skipped is not None:
+                    skipped.append(f"{shown(path)}: skipped: {suffix} is not a format this installation reads")
+        found.extend(sorted(photos))
     return found
 
 
+def _float_levels(image: Image.Image) -> np.ndarray:
+    """8-bit levels of a floating-point image: values in [0, 1] are fractions, values up to 255 are levels."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise _Refused("floating-point image with NaN or infinite values")
+    low, high = float(values.min(initial=0)), float(values.max(initial=0))
+    if low < 0 or high > 255:
+        raise _Refused(f"floating-point values from {low:g} to {high:g}: only [0, 1] or [0, 255] are understood")
+    return np.round(values * (255.0 if high <= 1 else 1.0)).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image, warnings: list[str]) -> Image.Image:
+    if image.mode == "F":
+        warnings.append("32-bit floating-point image reduced to 8 bits")
+        return Image.fromarray(_float_levels(image)).convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         values = np.asarray(image, dtype=np.float64)
         scale = 257.0 if values.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.0
@@ -75,29 +154,78 @@ def _to_rgb(image: Image.Image, warnings: list[str]) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_photo(path: Path) -> Photo:
-    """Decode ``path`` into RGB in [0, 1], EXIF orientation applied; ImageError if it cannot be."""
-    warnings: list[str] = []
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+def _rgb_profile(data: bytes | None, warnings: list[str]) -> bytes | None:
+    """The colour profile as lcms writes it back, if it is a profile for RGB; else None and a warning.
+
+    Parsing, not a glance at the header, so text stored as a "profile" (or after a real one) is not copied out.
+    """
+    if not data:
+        return None
     try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+        if profile.profile.xcolor_space == "RGB ":
+            return profile.tobytes()
+    except MemoryError:
+        raise
+    except Exception:  # lcms refuses it: OSError, PyCMSError, or another error from a damaged profile
+        pass
+    warnings.append("colour profile unreadable or not RGB: dropped")
+    return None
+
+
+def _upright(image: Image.Image, warnings: list[str]) -> tuple[Image.Image, bytes | None]:
+    """The image turned as its EXIF orientation says, and that EXIF without location or orientation.
+
+    A damaged EXIF block costs the metadata (and the orientation), not the photo.
+    """
+    try:
+        upright = ImageOps.exif_transpose(image)  # a copy whose EXIF has no orientation left
+    except MemoryError:
+        raise
+    except Exception:
+        warnings.append("EXIF unreadable: orientation not applied and metadata dropped")
+        return image, None
+    try:
+        return upright, _exif_without_location(upright)
+    except MemoryError:
+        raise
+    except Exception:
+        warnings.append("EXIF unreadable: metadata dropped")
+        return upright, None
+
+
+def load_photo(path: Path) -> Photo:
+    """Decode ``path`` into RGB in [0, 1], EXIF orientation applied; ImageError (one line) if it cannot be.
+
+    Any exception of the decoders becomes that ImageError, so one damaged file never stops a batch.
+    """
+    warnings: list[str] = []
+    try:
+        if not path.is_file():
+            raise ImageError(f"{shown(path)}: {'not a regular file' if path.exists() else 'no such file'}")
         with Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:
                 warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
             image.load()
-            icc_profile = image.info.get("icc_profile")
-            upright = ImageOps.exif_transpose(image)  # a copy whose EXIF has no orientation left
-            exif = _exif_without_location(upright)
+            icc_profile = _rgb_profile(image.info.get("icc_profile"), warnings)
+            upright, exif = _upright(image, warnings)
             rgb = _to_rgb(upright, warnings)
+        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    except ImageError:
+        raise
+    except _Refused as error:
+        raise ImageError(f"{shown(path)}: {error}") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
+        raise ImageError(f"{shown(path)}: refused as a possible decompression bomb ({_one_line(str(error))})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: unreadable image ({error})") from None
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
-    if icc_profile and icc_profile[16:20] != b"RGB ":  # a grey or CMYK profile does not describe RGB output
-        icc_profile = None
+        suffix = path.suffix.lower()
+        if suffix in PHOTO_EXTENSIONS and suffix not in image_extensions():
+            raise ImageError(f"{shown(path)}: {suffix} is not a format this installation reads") from None
+        raise ImageError(f"{shown(path)}: not an image Pillow can read") from None
+    except MemoryError:
+        raise ImageError(f"{shown(path)}: too large to decode in the memory of this computer") from None
+    except Exception as error:  # decoders raise anything on damaged data: TypeError, struct.error, IndexError...
+        raise ImageError(f"{shown(path)}: unreadable image ({_reason(error)})") from None
     return Photo(path, pixels, warnings, icc_profile, exif)
 
 
@@ -120,29 +248,52 @@ PNG_LEVEL = 3  # zlib level: measured on a 12-megapixel photo, 2.7x faster than 
 
 def save_image(
     pixels: np.ndarray, path: Path, *, quality: int = 95, icc_profile: bytes | None = None, exif: bytes | None = None
-) -> None:
+) -> list[str]:
     """Write an (H, W, 3) uint8 array atomically: a temporary file beside it, then a rename.
 
     PNG (lossless) unless ``path`` ends in .jpg/.jpeg. Nothing but the given colour profile and
-    EXIF is written: no XMP, IPTC or GPS data.
+    EXIF is written: no XMP, IPTC or GPS data. EXIF that a JPEG cannot hold (over 64 KiB) is left out
+    and said in the returned warnings. Any failure raises ImageError naming ``path``, and leaves no
+    temporary file and any earlier ``path`` as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2} if jpeg else {"compress_level": PNG_LEVEL}
     if icc_profile:
         options["icc_profile"] = icc_profile
     if exif:
         options["exif"] = exif
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    # O_EXCL: never someone else's file; mode 0o666 less the umask, as any new file (mkstemp's 0600 hid photos)
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    file_format = "JPEG" if jpeg else "PNG"
+    warnings: list[str] = []
+    # A short name: the photo's own name may already be near the 255-byte limit of file names.
+    temporary = path.parent / f".scenepriv-{secrets.token_hex(6)}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: never someone else's file; mode 0o666 less the umask, as any new file (mkstemp's 0600 hid photos)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except (OSError, ValueError) as error:
+        raise ImageError(f"{shown(path)}: cannot write ({_reason(error)})") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels).save(stream, format="JPEG" if jpeg else "PNG", **options)
+            image = Image.fromarray(pixels)
+            try:
+                image.save(stream, format=file_format, **options)
+            except ValueError as error:  # "EXIF data is too long": a JPEG holds 64 KiB of it
+                if not options.pop("exif", None):
+                    raise
+                stream.seek(0)
+                stream.truncate()
+                image.save(stream, format=file_format, **options)
+                warnings.append(f"EXIF left out: it does not fit in this format ({_one_line(str(error))})")
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, MemoryError):
+            raise ImageError(f"{shown(path)}: cannot write: too large for the memory of this computer") from None
+        if isinstance(error, Exception):  # a disk full, or an encoder error: this photo fails, not the batch
+            raise ImageError(f"{shown(path)}: cannot write ({_reason(error)})") from None
+        raise  # KeyboardInterrupt and the like go on, once the temporary file is gone
+    return warnings
 
 
 T = TypeVar("T")

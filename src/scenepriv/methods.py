@@ -1,4 +1,4 @@
-"""The paper's methods as named settings of the one loop in :mod:`scenepriv.attack`."""
+"""The paper's methods (:mod:`scenepriv.settings`) run by the one loop in :mod:`scenepriv.attack`."""
 
 from __future__ import annotations
 
@@ -13,63 +13,9 @@ import torch
 
 from . import metrics, targets
 from .attack import quantise, sign_step_loop
+from .settings import METHODS, Settings
 from .transforms import PlatformViews
 from .zoo import Classifier
-
-
-@dataclass(frozen=True)
-class Method:
-    """A method of the paper: where its direction comes from and which class it aims at or away from.
-
-    ``target_rule`` is ``"label"`` for the untargeted methods (ascent on the true class, or on the
-    clean top-1 when no label is given) and a target-set rule for the targeted ones (descent).
-    ``iterative`` methods recompute the gradient every step and stop at the goal; the others repeat
-    their first step ``iterations`` times, as the paper's "(kI)" baselines do.
-    """
-
-    name: str
-    paper_name: str
-    direction: str  # "gradient" or "noise" (sign of a standard Gaussian)
-    target_rule: str  # "label", "least-likely", "random" or "private"
-    iterative: bool
-
-    @property
-    def targeted(self) -> bool:
-        return self.target_rule != "label"
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("sog", "SoG (kI)", "noise", "label", iterative=False),
-        Method("fgsm", "FG, FG (kI)", "gradient", "label", iterative=False),
-        Method("n-fgsm", "N-FGSM", "gradient", "label", iterative=True),
-        Method("l-fgsm", "L-FGSM", "gradient", "least-likely", iterative=True),
-        Method("r-fgsm", "R-FGSM, R-FG (kI)", "gradient", "random", iterative=True),
-        Method("p-fgsm", "P-FGSM", "gradient", "private", iterative=True),
-    )
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The knobs of every method; defaults are the paper's (Sec. 3.1)."""
-
-    eps: float = 0.007  # step per iteration, in [0, 1] pixel units
-    max_iter: int = 50  # iterative methods stop here at the latest
-    threshold: float = 0.99  # targeted methods stop once p(target) reaches it on the saved image
-    sigma: float = 0.99  # P-FGSM's cumulative-probability threshold (Eq. 10)
-    iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
-    max_perturbation: float | None = None  # optional L-infinity bound around the original
-    robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
-
-    def __post_init__(self) -> None:
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.max_iter < 0 or (self.iterations is not None and self.iterations < 0):
-            raise ValueError("max_iter and iterations must be >= 0")
-        if not 0.0 <= self.threshold <= 1.0 or not 0.0 <= self.sigma <= 1.0:
-            raise ValueError("threshold and sigma must lie in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -119,16 +65,19 @@ def protect(
 ) -> Protection:
     """Protect a batch of RGB images in [0, 1], shape (N, 3, H, W), against ``classifier``.
 
+    ``images`` is a float tensor or NumPy array in [0, 1]; uint8 values (0-255) are divided by 255.
     ``labels`` (N,) are the true classes for the untargeted methods (default: the clean top-1).
     Settings come from ``settings`` and/or keyword overrides (``eps=0.004``, ``sigma=0.9`` ...).
     The input is not modified; the returned images are 8-bit values, exactly what is saved.
+    Images outside [0, 1], NaN pixels, an empty batch or a label count that differs raise ValueError.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
     settings = dataclasses.replace(settings or Settings(), **overrides)
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    images = _checked_images(images)
+    if labels is not None and (len(torch.as_tensor(labels).reshape(-1)) != len(images)):
+        raise ValueError(f"{len(torch.as_tensor(labels).reshape(-1))} labels for {len(images)} images")
     device = next(classifier.parameters()).device
     images = images.to(device)
     generators = image_generators(images, seed)
@@ -157,6 +106,29 @@ def protect(
         max_perturbation=settings.max_perturbation, views=views,
     )
     return Protection(result.images, _records(spec, settings, seed, result, classifier.labels, fallback))
+
+
+def _checked_images(images: Any) -> torch.Tensor:
+    """``images`` as a float tensor in [0, 1] of shape (N, 3, H, W), or a ValueError saying what is wrong."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor or numpy.ndarray, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if len(images) == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images must hold at least one image of at least 1x1 pixels, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floats in [0, 1] or uint8, got {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or infinite values")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        hint = "; divide 0-255 values by 255" if high > 1 else ""
+        raise ValueError(f"images must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
+    return images
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -39,31 +39,43 @@ def _ssim_window() -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
-def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) -> float | None:
+def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 64) -> float | None:
     """SSIM of Wang et al. (2004): Gaussian window sigma 1.5, population covariance, mean over colour channels.
 
     scikit-image's ``structural_similarity(..., channel_axis=-1, gaussian_weights=True,
     use_sample_covariance=False)``, which averages the map without its 5-pixel border (so only
-    pixels whose whole window lies inside the image count), to within 1e-6: computed in float32
-    with OpenCV's separable filter, one channel and one strip of rows at a time, the second
-    moments taken about mid-grey to keep E[x^2] - E[x]^2 accurate. A 12-megapixel photo takes
-    about a second and a few hundred megabytes. None for an image with no whole 11x11 window.
+    pixels whose whole window lies inside the image count), to within 1e-6: the window is applied
+    along rows, then columns, over the valid region only, as float32 sums of shifted planes (PyTorch;
+    measured 30x faster than its conv2d for one 11-tap channel), one strip of rows at a time, the
+    second moments taken about mid-grey to keep E[x^2] - E[x]^2 accurate. A 12-megapixel photo
+    takes under a second (strips of 64 rows stay in the cache: 6x faster than 1024) and a few tens of
+    megabytes. None for an image with no whole 11x11 window.
     """
-    import cv2
+    import torch
 
     height, width = reference.shape[:2]
     if min(height, width) <= 2 * SSIM_RADIUS:
         return None
-    window, mid = _ssim_window(), np.float32(127.5)
-    c1, c2 = np.float32((0.01 * 255) ** 2), np.float32((0.03 * 255) ** 2)
-    inner = (slice(SSIM_RADIUS, -SSIM_RADIUS), slice(SSIM_RADIUS, -SSIM_RADIUS))
+    taps = _ssim_window().tolist()
+
+    def window(planes: torch.Tensor, dim: int) -> torch.Tensor:  # the valid part of a 1-D filter along dim
+        length = planes.shape[dim] - 2 * SSIM_RADIUS
+        out = planes.narrow(dim, 0, length) * taps[0]
+        for offset in range(1, len(taps)):
+            out.add_(planes.narrow(dim, offset, length), alpha=taps[offset])
+        return out
+
+    mid = 127.5
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     total, count = 0.0, 0
-    for channel in range(reference.shape[2]):
+    with torch.inference_mode():
         for first in range(SSIM_RADIUS, height - SSIM_RADIUS, rows_per_strip):  # output rows [first, last)
             rows = slice(first - SSIM_RADIUS, min(first + rows_per_strip, height - SSIM_RADIUS) + SSIM_RADIUS)
-            x, y = (image[rows, :, channel].astype(np.float32) - mid for image in (reference, test))
-            mean_x, mean_y, xx, yy, xy = (cv2.sepFilter2D(plane, -1, window, window)[inner]
-                                          for plane in (x, y, x * x, y * y, x * y))
+            # (channels, rows, width), minus mid-grey
+            x, y = (torch.from_numpy(np.ascontiguousarray(image[rows].transpose(2, 0, 1))).float().sub_(mid)
+                    for image in (reference, test))
+            planes = torch.stack([x, y, x * x, y * y, x * y])
+            mean_x, mean_y, xx, yy, xy = window(window(planes, 3), 2)
             xx -= mean_x * mean_x  # the (co)variances, in place
             yy -= mean_y * mean_y
             xy -= mean_x * mean_y
@@ -71,8 +83,8 @@ def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 1024) ->
             mean_y += mid
             numerator = (2 * mean_x * mean_y + c1) * (2 * xy + c2)
             denominator = (mean_x * mean_x + mean_y * mean_y + c1) * (xx + yy + c2)
-            total += float((numerator / denominator).sum(dtype=np.float64))
-            count += numerator.size
+            total += float((numerator / denominator).double().sum())
+            count += numerator.numel()
     return total / count
 
 
@@ -83,10 +95,22 @@ def perturbation_norms(reference: np.ndarray, test: np.ndarray) -> tuple[float, 
 
 
 @functools.cache
-def _brisque_model():
-    """OpenCV's BRISQUE with the LIVE model files shipped as package data (loaded once)."""
-    import cv2
+def brisque_model():
+    """OpenCV's BRISQUE with the LIVE model files shipped as package data (loaded once).
 
+    BRISQUE is in OpenCV's contrib modules: if ``opencv-python-headless`` (or another OpenCV wheel
+    without them) is installed beside ``opencv-contrib-python-headless``, ``cv2`` comes from either
+    and may lack ``cv2.quality`` while ``pip check`` is clean, so that case is named with its fix.
+    """
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("BRISQUE needs OpenCV's contrib modules: pip install 'scenepriv[eval]'") from None
+    if not hasattr(cv2, "quality"):
+        raise ImportError(
+            "this OpenCV has no contrib modules (cv2.quality), which BRISQUE needs; another OpenCV wheel is "
+            "installed beside opencv-contrib-python-headless: pip uninstall -y opencv-python opencv-python-headless "
+            "opencv-contrib-python-headless && pip install opencv-contrib-python-headless")
     data = resources.files("scenepriv") / "data"
     return cv2.quality.QualityBRISQUE_create(str(data / "brisque_model_live.yml"), str(data / "brisque_range_live.yml"))
 
@@ -94,7 +118,7 @@ def _brisque_model():
 def brisque(image: np.ndarray) -> float:
     """BRISQUE no-reference quality of an (H, W, 3) uint8 RGB image: lower is more natural."""
     bgr = np.ascontiguousarray(image[..., ::-1])
-    return float(_brisque_model().compute(bgr)[0])
+    return float(brisque_model().compute(bgr)[0])
 
 
 def top_k_accuracy(labels: Sequence[int], ranked: Sequence[Sequence[int]], k: int) -> float:

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# The common ways to shrink an image: torch's bilinear with and without antialiasing (the latter is
-# the paper's), bicubic with antialiasing (what Pillow and most platforms use) and area averaging.
-RESAMPLERS = ("bilinear", "bilinear-antialias", "bicubic", "area")
+from .settings import RESAMPLERS
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:

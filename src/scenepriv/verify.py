@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from .attack import quantise
-from .transforms import RESAMPLERS, resize
+from .settings import RESAMPLERS
+from .transforms import resize
 from .zoo import Classifier
 
 

@@ -1,15 +1,34 @@
-"""The classifier zoo: ``load_classifier(name)`` returns a frozen pixel-space :class:`Classifier`."""
+"""The classifier zoo: ``load_classifier(name)`` returns a frozen pixel-space :class:`Classifier`.
+
+The registry itself imports no PyTorch, so ``scenepriv models`` and ``--help`` start at once;
+:class:`Classifier` and the network code are imported on first use.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from ..settings import PRECISIONS, RESIZE_POLICIES
 from . import imagenet, places365
-from .base import PRECISIONS, RESIZE_POLICIES, Classifier, compile_problem, resize_to_input
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .base import Classifier
+
+_LAZY = {"Classifier", "compile_problem", "resize_to_input"}
+
+
+def __getattr__(name: str) -> Any:
+    """``Classifier``, ``compile_problem`` and ``resize_to_input`` from :mod:`.base`, imported when first asked for."""
+    if name in _LAZY:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -73,6 +92,10 @@ def load_classifier(
     ``scenepriv protect`` runs by default. ``compile=True`` is refused here,
     in one line, where ``torch.compile`` cannot run on ``device``.
     """
+    import torch
+
+    from .base import Classifier, compile_problem
+
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     device = torch.device(device or "cpu")

@@ -13,10 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..transforms import RESAMPLERS, resize
-
-RESIZE_POLICIES = (*RESAMPLERS, "resize-crop")
-PRECISIONS = ("fp32", "bf16", "auto")
+from ..settings import PRECISIONS, RESIZE_POLICIES
+from ..transforms import resize
 
 
 @functools.cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import pickle
+import re
 import sys
 import tempfile
 import urllib.error
@@ -21,6 +23,22 @@ CHUNK = 1 << 20
 
 class WeightsUnavailable(RuntimeError):
     """Weights cannot be obtained or trusted; the message says what to do, so no traceback is needed."""
+
+
+def read_checkpoint(path: str | Path) -> object:
+    """``torch.load`` of a checkpoint that holds tensors and plain containers only (``weights_only``).
+
+    A file that holds code or other objects is refused without running it; the error is one line with
+    the cause, not PyTorch's advice to pass ``weights_only=False`` (which would run the file's code).
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+        reason = detail.group(1) if detail else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint without running code ({reason})") from None
 
 
 def cache_dir() -> Path:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+from .cache import read_checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def imagenet_labels() -> list[str]:
@@ -29,10 +33,10 @@ def efficientnet_lite0(weights: str | None = None) -> nn.Module:
     import timm
 
     network = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    checkpoint = torch.load(weights or efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(weights or efficientnet_lite0_weights_path())
     target = network.state_dict()
-    if len(checkpoint) != len(target):
-        raise ValueError(f"{weights}: not an EfficientNet-Lite0 checkpoint ({len(checkpoint)} tensors)")
+    if not isinstance(checkpoint, dict) or len(checkpoint) != len(target):
+        raise ValueError(f"{weights}: not an EfficientNet-Lite0 checkpoint (a dict of {len(target)} tensors)")
     renamed = {}
     for (source_key, tensor), (target_key, expected) in zip(checkpoint.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:

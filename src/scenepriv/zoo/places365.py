@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torchvision
-from torch import nn
+from .cache import WeightsUnavailable, cache_dir, fetch, read_checkpoint
 
-from .cache import WeightsUnavailable, cache_dir, fetch
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 ARCHITECTURES = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "alexnet": "AlexNet",
                  "densenet161": "DenseNet-161"}
@@ -66,6 +66,8 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def _state_dict(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
     """The tensors of a checkpoint: ``checkpoint["state_dict"]`` for the official files, else the plain dict."""
+    import torch
+
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -96,14 +98,9 @@ def build(arch: str, weights: str | None = None) -> nn.Module:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailable(f"weights file {path} not found (or not a regular file)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        # PyTorch's message suggests weights_only=False, which would let the file run code: keep the cause only.
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-        reason = detail.group(1) if detail else (str(error).splitlines() or [repr(error)])[0]
-        message = f"{path}: cannot be read as a PyTorch checkpoint without running code ({reason})"
-        raise ValueError(message) from error
+    checkpoint = read_checkpoint(path)
+    import torchvision
+
     state = convert_state_dict(_state_dict(checkpoint, path))
     network = getattr(torchvision.models, arch)(weights=None, num_classes=NUM_CLASSES)
     try:
