@@ -10,7 +10,7 @@ from PIL import Image
 
 import scenepriv
 from conftest import EXAMPLES
-from scenepriv import transforms, verify
+from scenepriv import methods, transforms, verify
 from scenepriv.attack import sign_step_loop
 from scenepriv.cli import main
 
@@ -104,6 +104,27 @@ def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier
     assert plain.success.any()
 
 
+def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
+    """An image whose goal is reached on the differentiable views still goes on until ``confirm`` accepts it."""
+    labels = lambda probabilities: probabilities.topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
+    calls = []
+
+    def reject_twice(saved, targets):
+        calls.append(len(saved))
+        return torch.full((len(saved),), len(calls) > 2)
+
+    plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
+                           early_stop=True, threshold=0.5)
+    confirmed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
+                               early_stop=True, threshold=0.5, confirm=reject_twice)
+    refuse = lambda saved, targets: torch.zeros(len(saved), dtype=torch.bool)  # noqa: E731
+    never = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
+                           early_stop=True, threshold=0.5, confirm=refuse)
+    assert plain.success.any() and len(calls) >= 3
+    assert (confirmed.iterations >= plain.iterations).all() and (confirmed.iterations > plain.iterations).any()
+    assert not never.success.any() and (never.iterations == 10).all()
+
+
 def test_robust_protection_holds_through_real_jpeg(embedded_classifier):
     photo = scenepriv.images.load_photo(EXAMPLES / "leuvenA.jpg").pixels
     classifier = scenepriv.load_classifier(resize="bilinear-antialias")
@@ -113,6 +134,9 @@ def test_robust_protection_holds_through_real_jpeg(embedded_classifier):
     before = verify.top1_under_checks(classifier, photo, checks)
     after = verify.top1_under_checks(classifier, result.images[0], checks)
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= len(checks) - 1
+    # it stopped only once the target led on every real re-encoding that --robust confirms
+    target = torch.tensor([result.records[0]["target"]["index"]])
+    assert methods.holds_on_reencodings(classifier, result.images, target, targeted=True).all()
 
 
 def test_verify_reports_every_check_against_the_original(tmp_path, capsys):

@@ -256,3 +256,16 @@ def test_labels_follow_the_file():
     for line in text.splitlines():
         name, index = line.split()
         assert names[int(index)] == name[3:]
+
+
+def test_mirror_option_downloads_from_the_mirror(server, cache, monkeypatch, capsys):
+    """``--mirror URL``: the official server is often down; the same file from elsewhere, checked the same way."""
+    from scenepriv.cli import main
+
+    monkeypatch.delenv("SCENEPRIV_PLACES365_URL")
+    photo = Path(__file__).resolve().parent.parent / "examples" / "photos" / "home.jpg"
+
+    code = main(["classify", str(photo), "--model", "resnet18-places365", "--mirror", server.url, "--top", "1"])
+
+    assert code == 0 and server.requests == [f"/models/{FILE}"]
+    assert cached_files(cache) == [FILE, f"{FILE}.sha256"]

@@ -71,6 +71,7 @@ def sign_step_loop(
     max_perturbation: float | None = None,
     views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
     view_threshold: float = 0.5,
+    confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -81,6 +82,8 @@ def sign_step_loop(
     ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
     re-encodings): their losses join the gradient, and the goal must then hold on each of them too,
     with the target's probability at least ``view_threshold`` (a margin against unseen re-encodings).
+    ``confirm(saved, labels)`` has the last word on the images that reached the goal: a boolean mask
+    (e.g. the goal on real, non-differentiable re-encodings); the images it rejects go on.
     """
     x_original = quantise(images.detach().float())
     x = x_original.clone()
@@ -111,6 +114,9 @@ def sign_step_loop(
             reached = goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
             for view in view_logits:
                 reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
+            if confirm is not None and early_stop and bool(reached.any()):
+                candidates = reached.nonzero().squeeze(1)
+                reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
             done = reached | last if early_stop else torch.full_like(reached, last)
             final_logits[index[done]] = logits.detach()[done]
             success[index[done]] = reached[done]

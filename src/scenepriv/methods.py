@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from . import metrics, targets
 from .attack import quantise, sign_step_loop
 from .settings import METHODS, Settings
 from .transforms import PlatformViews
+from .verify import ROBUST_CHECKS, platform_version
 from .zoo import Classifier
 
 
@@ -95,17 +97,29 @@ def protect(
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
 
-    views = None
+    views = confirm = None
     if settings.robust:
         view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         platform = PlatformViews()
         views = lambda saved: platform(saved, classifier.input_size, view_generator)  # noqa: E731
+        confirm = functools.partial(holds_on_reencodings, classifier, targeted=spec.targeted)
     result = sign_step_loop(
         images, classifier, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
-        max_perturbation=settings.max_perturbation, views=views,
+        max_perturbation=settings.max_perturbation, views=views, confirm=confirm,
     )
     return Protection(result.images, _records(spec, settings, seed, result, classifier.labels, fallback))
+
+
+def holds_on_reencodings(classifier: Classifier, saved: torch.Tensor, labels: torch.Tensor, *,
+                         targeted: bool) -> torch.Tensor:
+    """(N,) whether the goal holds on every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG, each resampler):
+    the target is the top-1 (targeted), or the label is not (untargeted). ``--robust`` stops an image only then."""
+    views = torch.stack([platform_version(image, check, classifier.input_size)
+                         for image in saved for check in ROBUST_CHECKS])
+    with torch.no_grad():
+        top1 = classifier(views).argmax(1).view(len(saved), len(ROBUST_CHECKS))
+    return (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
 
 
 def _checked_images(images: Any) -> torch.Tensor:

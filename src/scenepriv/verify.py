@@ -58,6 +58,11 @@ def platform_version(pixels: torch.Tensor, check: Check, input_size: tuple[int, 
     return resize(x[None], input_size, check.resampler)[0]
 
 
+# What ``--robust`` confirms on the saved image before it stops: real JPEG at quality 50, at full and half size,
+# through every resampler (differentiable views of harsher re-encodings guide the steps; see transforms.py).
+ROBUST_CHECKS = [Check(50, scale, resampler) for scale in (1.0, 0.5) for resampler in RESAMPLERS]
+
+
 def top1_under_checks(classifier: Classifier, pixels: torch.Tensor, all_checks: list[Check]) -> list[int]:
     """The classifier's top-1 for the photo under every check, in one batch."""
     device = next(classifier.parameters()).device
