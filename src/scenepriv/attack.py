@@ -68,10 +68,12 @@ def sign_step_loop(
     recompute: bool = True,
     noise: torch.Tensor | None = None,
     threshold: float = 0.99,
-    max_perturbation: float | None = None,
+    max_perturbation: float | torch.Tensor | None = None,
     views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
     view_threshold: float = 0.5,
     confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    step_weights: torch.Tensor | None = None,
+    grow_bound_every: int | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -84,6 +86,10 @@ def sign_step_loop(
     with the target's probability at least ``view_threshold`` (a margin against unseen re-encodings).
     ``confirm(saved, labels)`` has the last word on the images that reached the goal: a boolean mask
     (e.g. the goal on real, non-differentiable re-encodings); the images it rejects go on.
+    ``step_weights`` (N, 1 or 3, H, W) scales each pixel's step: eps * weight * d_n (a perceptual mask).
+    ``max_perturbation`` bounds |x - x_original|: a number, or a map (N, 1 or 3, H, W) per pixel; with
+    ``grow_bound_every`` the bound of an image still going grows by its first size every that many
+    iterations, so each image gets the smallest of those budgets that reaches its goal.
     """
     x_original = quantise(images.detach().float())
     x = x_original.clone()
@@ -91,6 +97,10 @@ def sign_step_loop(
     active = torch.ones(count, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(count, dtype=torch.long, device=x.device)
     direction = None if noise is None else noise.to(x.device, x.dtype).sign()
+    if step_weights is not None:
+        step_weights = step_weights.to(x.device, x.dtype)
+    if isinstance(max_perturbation, torch.Tensor):
+        max_perturbation = max_perturbation.to(x.device, x.dtype)
     ascent = 1.0 if (noise is not None or not targeted) else -1.0
     success = torch.zeros(count, dtype=torch.bool, device=x.device)
     clean_logits = final_logits = labels = None
@@ -137,10 +147,17 @@ def sign_step_loop(
         if direction is not None:
             step_direction = direction if everyone else direction[index]
         moved = x if everyone else x[index]  # x itself (no graph holds it) or a gathered copy: stepped in place
+        if step_weights is not None:
+            step_direction = step_direction * (step_weights if everyone else step_weights[index])
         moved.add_(step_direction, alpha=ascent * eps)
         if max_perturbation is not None:
             original = x_original if everyone else x_original[index]
-            torch.minimum(torch.maximum(moved, original - max_perturbation), original + max_perturbation, out=moved)
+            bound = max_perturbation
+            if isinstance(bound, torch.Tensor) and not everyone:
+                bound = bound[index]
+            if grow_bound_every:  # the bound widens by its first size every grow_bound_every iterations
+                bound = bound * (1 + iterations[index] // grow_bound_every).view(-1, 1, 1, 1).to(x.dtype)
+            torch.minimum(torch.maximum(moved, original - bound), original + bound, out=moved)
         moved.clamp_(0, 1)
         if not everyone:
             x[index] = moved

@@ -76,6 +76,13 @@ def _list_of(parse):
     return parse_list
 
 
+def _resamplers(text: str) -> list[str]:
+    names = list(RESAMPLERS) if text == "all" else [name for name in text.split(",") if name.strip()]
+    if not names or set(names) - set(RESAMPLERS):
+        raise argparse.ArgumentTypeError(f"choose 'all' or some of {','.join(RESAMPLERS)}, got {text!r}")
+    return names
+
+
 JPEG_QUALITY = _whole(1, 100)
 SCALE = _in_range(0, 8, open_low=True)
 
@@ -571,9 +578,7 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     sources = _find(args, args.files, console, failures)
     if not sources:
         raise SystemExit("error: no protected photos found in the inputs")
-    resamplers = list(RESAMPLERS) if args.resamplers == "all" else args.resamplers.split(",")
-    if unknown := set(resamplers) - set(RESAMPLERS):
-        raise SystemExit(f"error: unknown resampler {', '.join(sorted(unknown))}; choose from {', '.join(RESAMPLERS)}")
+    resamplers = args.resamplers
     all_checks = verify.checks(args.jpeg, args.scale, resamplers)
     classifier = _classifier(args)
     results = []
@@ -680,7 +685,7 @@ def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", bat
     speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                        help="where to compute (default auto: cuda when there is one, else cpu)")
     speed.add_argument("--precision", default=precision, choices=list(PRECISIONS),
-                       help="bf16 autocast: about 3x faster where the CPU or GPU runs bf16 natively; auto: bf16 "
+                       help="bf16 autocast: 2-3x faster where the CPU or GPU runs bf16 natively; auto: bf16 "
                             f"only there (default {precision})")
     speed.add_argument("--fold-batch-norm", action=argparse.BooleanOptionalAction, default=True,
                        help="fold batch norms into convolutions: the same function to float rounding, faster "
@@ -697,7 +702,8 @@ PROTECT_EXAMPLES = """examples:
   find . -name '*.heic' | scenepriv protect - -o out/      paths from stdin
 
 Outputs replace files of the same name in OUTDIR. Exit status: 0 when every photo was protected,
-1 when a photo failed or was saved without reaching its goal (each on an error: line), 130 when interrupted."""
+1 when a photo failed or was saved without reaching its goal (each on an error: line), 2 for an
+invalid option, 130 when interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -756,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG qualities 1-100 to re-encode with (default 25,50,75,95)")
     v.add_argument("--scale", type=_list_of(SCALE), default=[0.5, 1.0],
                    help="scales to resize by before JPEG, in (0, 8] (default 0.5,1)")
-    v.add_argument("--resamplers", default="all", help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
+    v.add_argument("--resamplers", type=_resamplers, default=list(RESAMPLERS),
+                   help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
     v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
     v.add_argument("--json", action="store_true", help="print every check as JSON")
     _output_options(v)

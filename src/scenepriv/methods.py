@@ -14,6 +14,7 @@ import torch
 
 from . import metrics, targets
 from .attack import quantise, sign_step_loop
+from .perceptual import texture_weights
 from .settings import METHODS, Settings
 from .transforms import PlatformViews
 from .verify import ROBUST_CHECKS, platform_version
@@ -103,10 +104,11 @@ def protect(
         platform = PlatformViews()
         views = lambda saved: platform(saved, classifier.input_size, view_generator)  # noqa: E731
         confirm = functools.partial(holds_on_reencodings, classifier, targeted=spec.targeted)
+    weights = None if settings.texture_mask is None else texture_weights(quantise(images), settings.texture_mask)
     result = sign_step_loop(
         images, classifier, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
-        max_perturbation=settings.max_perturbation, views=views, confirm=confirm,
+        max_perturbation=settings.max_perturbation, views=views, confirm=confirm, step_weights=weights,
     )
     return Protection(result.images, _records(spec, settings, seed, result, classifier.labels, fallback))
 

@@ -88,6 +88,45 @@ def ssim(reference: np.ndarray, test: np.ndarray, rows_per_strip: int = 64) -> f
     return total / count
 
 
+BUTTERAUGLI = "butteraugli"  # Debian's package of Google's reference implementation
+
+
+@functools.cache
+def _butteraugli_program() -> str | None:
+    import shutil
+    import sys
+
+    found = shutil.which(BUTTERAUGLI)
+    if found is None:
+        print("note: butteraugli (perceptual distance) is not installed, so it is not measured; on Debian or "
+              "Ubuntu: apt-get install butteraugli", file=sys.stderr)
+    return found
+
+
+def butteraugli(reference: np.ndarray, test: np.ndarray) -> float | None:
+    """Butteraugli distance of two 8-bit RGB images (H, W, 3): how visible the difference is, by a model of
+    the eye (about 1.0: just noticeable; JPEG quality 85 of a typical photo scores 1.1-1.6).
+
+    Runs the ``butteraugli`` program on two temporary PNGs; None, with a one-time note on stderr, where it
+    is not installed, or for an image smaller than its 8x8 block.
+    """
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    program = _butteraugli_program()
+    if program is None or min(reference.shape[:2]) < 8:
+        return None
+    with tempfile.TemporaryDirectory(prefix="scenepriv-") as folder:
+        paths = [Path(folder, name) for name in ("reference.png", "test.png")]
+        for path, image in zip(paths, (reference, test), strict=True):
+            Image.fromarray(image).save(path, compress_level=1)
+        done = subprocess.run([program, *map(str, paths)], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[0])
+
+
 def perturbation_norms(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     """L-infinity and L2 norms of the perturbation between two 8-bit images, in [0, 1] pixel units."""
     delta, squares = _difference(reference, test)

@@ -59,13 +59,14 @@ class Settings:
     iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
     max_perturbation: float | None = None  # optional L-infinity bound around the original
     robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
+    texture_mask: float | None = None  # c of the perceptual mask s / (s + c) on each pixel's step; None: uniform
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
-        for name in ("eps", "threshold", "sigma", "max_perturbation", "max_iter", "iterations"):
+        for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "max_iter", "iterations"):
             value = getattr(self, name)
             whole = name in ("max_iter", "iterations")
-            if value is None and name in ("max_perturbation", "iterations"):
+            if value is None and name in ("max_perturbation", "texture_mask", "iterations"):
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
                 raise ValueError(f"{name} must be a {'whole number' if whole else 'number'}, got {value!r}")

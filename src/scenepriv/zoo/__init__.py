@@ -88,7 +88,7 @@ def load_classifier(
     ``fold_batch_norm`` are the speed options of :class:`Classifier` (README, "Speed"); the
     defaults keep the network's fp32 results (to float rounding: batch norms are folded, and the
     folded network is checked against the original at load; ``fold_batch_norm=False`` keeps the
-    checkpoint's state dict), and ``precision="auto"`` is about 3x faster on CPUs with AMX, as
+    checkpoint's state dict), and ``precision="auto"`` is 2-3x faster on CPUs with AMX, as
     ``scenepriv protect`` runs by default. ``compile=True`` is refused here,
     in one line, where ``torch.compile`` cannot run on ``device``.
     """
