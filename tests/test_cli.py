@@ -318,11 +318,12 @@ def test_models_lists_the_zoo(tmp_path, monkeypatch, capsys):
             blocks[name] = []
         else:
             blocks[name].append(line.strip())
-    expected = {"efficientnet-lite0", "resnet18-places365", "resnet50-places365", "alexnet-places365",
-                "densenet161-places365"}
+    packaged = {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"}
+    expected = packaged | {"resnet18-places365", "resnet50-places365", "alexnet-places365", "densenet161-places365"}
     assert set(blocks) == expected == set(MODELS)
-    assert "offline: yes" in blocks["efficientnet-lite0"]
-    for name in expected - {"efficientnet-lite0"}:
+    for name in packaged:  # the test extra installs the packages of Lite1 and Lite2
+        assert "offline: yes" in blocks[name], blocks[name]
+    for name in expected - packaged:
         offline = [line for line in blocks[name] if line.startswith("offline:")]
         assert len(offline) == 1 and offline[0].startswith("offline: no"), blocks[name]
         assert any(line.startswith("weights:") and str(tmp_path / "empty-cache") in line for line in blocks[name])

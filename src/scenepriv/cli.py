@@ -522,7 +522,7 @@ def command_models(args: argparse.Namespace, console: Console) -> int:
     for entry in entries:
         print(f"{entry['name']}{' (default)' if entry['default'] else ''}\n  {entry['description']}\n"
               f"  weights: {entry['weights']}\n"
-              f"  offline: {'yes' if entry['offline'] else 'no, downloaded on first use (or pass --weights PATH)'}")
+              f"  offline: {'yes' if entry['offline'] else 'no: see where the weights come from above'}")
     return 0
 
 

