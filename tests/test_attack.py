@@ -180,3 +180,57 @@ def test_pfgsm_targets_come_from_the_private_set_only(tiny_classifier, random_im
         records = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=seed, sigma=0.9, max_iter=0).records
         for i, record in enumerate(records):
             assert allowed[i, record["target"]["index"]] and record["target"]["mass_above"] > 0.9
+
+
+# --- ensembles ----------------------------------------------------------------------------------------------------
+
+
+def test_a_single_model_in_a_list_is_the_single_model_run(tiny_classifier, random_images):
+    alone = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=3, sigma=0.5)
+    listed = scenepriv.protect(random_images, [tiny_classifier], "p-fgsm", seed=3, sigma=0.5)
+    assert torch.equal(alone.images, listed.images) and alone.records == listed.records
+
+
+def test_ensemble_targets_obey_eq10_for_every_model_and_success_needs_every_model(random_images):
+    from conftest import make_tiny_classifier
+    from scenepriv import targets
+
+    models = [make_tiny_classifier(seed=0), make_tiny_classifier(seed=1)]
+    result = scenepriv.protect(random_images, models, "p-fgsm", seed=0, sigma=0.5, threshold=0.6, max_iter=30)
+
+    with torch.no_grad():
+        clean = [model(random_images).double().softmax(1) for model in models]
+        final = [model(result.images).double().softmax(1) for model in models]
+    for i, record in enumerate(result.records):
+        target = record["target"]["index"]
+        if not record["target"]["fallback_least_likely"]:
+            for probabilities in clean:  # Eq. 10 holds for each model, not only for the first
+                assert targets.mass_ranked_above(probabilities)[i, target] > 0.5
+        fooled = [int(p[i].argmax()) == target and float(p[i, target]) >= 0.6 for p in final]
+        assert record["success"] == all(fooled), (i, fooled)
+        assert [m["final_top1"] for m in record["models"]] == [models[0].labels[int(p[i].argmax())] for p in final]
+    assert any(r["success"] for r in result.records)
+
+
+def test_an_ensemble_member_that_cannot_be_fooled_means_no_success(tiny_classifier, random_images):
+    class Blind(torch.nn.Module):  # the same answer whatever the image
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.linspace(0, 1, 10, dtype=torch.float64), requires_grad=False)
+
+        def forward(self, x):
+            return self.logits.expand(len(x), -1) + 0 * x.double().mean((1, 2, 3), keepdim=False)[:, None]
+
+    blind = Classifier(Blind(), name="blind", labels=tiny_classifier.labels, input_size=(32, 32),
+                       mean=(0.5,) * 3, std=(0.25,) * 3)
+    result = scenepriv.protect(random_images, [tiny_classifier, blind], "p-fgsm", seed=0, sigma=0.5, max_iter=5)
+    assert not any(r["success"] for r in result.records)
+    assert all(r["iterations"] == 5 for r in result.records)
+
+
+def test_an_ensemble_of_models_with_other_classes_is_refused(tiny_classifier):
+    from conftest import make_tiny_classifier
+
+    other = make_tiny_classifier(num_classes=12)
+    with pytest.raises(ValueError, match="same classes"):
+        scenepriv.protect(torch.rand(1, 3, 32, 32), [tiny_classifier, other], "p-fgsm")

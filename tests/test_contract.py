@@ -22,6 +22,7 @@ import scenepriv
 from scenepriv.cli import main
 from scenepriv.settings import Settings
 from test_cli import EXAMPLE_PHOTOS, console_script, copy_photos, error_lines, random_image, read_report, run_cli
+from test_cli import usage_error as usage_error_line
 
 
 def protected_names(folder: Path) -> list[str]:
@@ -387,3 +388,36 @@ def test_wrapping_your_own_model_as_a_classifier(library, random_images):
     assert result.images.shape == (2, 3, 32, 32)
     assert all(0 <= r["target"]["index"] < 1000 and r["target"]["name"] in labels for r in result.records)
     assert not any(p.requires_grad for p in network.parameters())  # frozen: only the input is differentiated
+
+
+# --- several models ---------------------------------------------------------------------------------------------------
+
+
+def test_protect_against_an_ensemble_and_verify_on_another_model(tmp_path, capsys):
+    copy_photos(tmp_path / "in", "leuvenA.jpg")
+    report = tmp_path / "r.jsonl"
+
+    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--seed", "0",
+                           "--model", "efficientnet-lite0,efficientnet-lite1", "--report", report)
+
+    [record] = read_report(report)
+    assert record["model"] == "efficientnet-lite0+efficientnet-lite1"
+    assert [m["model"] for m in record["models"]] == ["efficientnet-lite0", "efficientnet-lite1"]
+    target = record["target"]["name"]
+    assert code == 0 and record["success"], err
+    assert all(m["final_top1"] == target and m["probability"] >= 0.99 for m in record["models"])
+
+    code, out, _ = run_cli(capsys, "verify", tmp_path / "out", "--original", tmp_path / "in", "--jpeg", "95",
+                           "--scale", "1", "--resamplers", "bilinear-antialias", "--models",
+                           "efficientnet-lite1,efficientnet-lite2", "--json")
+    results = json.loads(out)
+    assert [r["model"] for r in results] == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+    assert all(c["holds"] for r in results[:2] for c in r["checks"])  # the models it was protected against
+    holds_on_lite2 = all(c["holds"] for c in results[2]["checks"])
+    assert code == (0 if holds_on_lite2 else 1)
+
+
+def test_an_unknown_model_name_is_refused(tmp_path, capsys):
+    line = usage_error_line(capsys, "protect", random_image(tmp_path / "a.png"), "-o", tmp_path / "out",
+                            "--model", "efficientnet-lite0,nope")
+    assert "argument --model" in line and "nope" in line

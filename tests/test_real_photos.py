@@ -92,7 +92,7 @@ def test_resize_pipelines_and_differentiable_jpeg():
 def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier, random_images):
     """A view that shows the classifier a constant grey image can never reach a target: nothing stops early."""
     grey = lambda saved: [torch.full_like(saved, 0.5)]  # noqa: E731
-    labels = lambda probabilities: probabilities.topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
+    labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
     plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
                            early_stop=True, threshold=0.5)
     viewed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
@@ -106,7 +106,7 @@ def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier
 
 def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
     """An image whose goal is reached on the differentiable views still goes on until ``confirm`` accepts it."""
-    labels = lambda probabilities: probabilities.topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
+    labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
     calls = []
 
     def reject_twice(saved, targets):

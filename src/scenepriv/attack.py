@@ -8,7 +8,7 @@ Images that reach their goal leave the batch; the rest go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +49,8 @@ def goal_reached(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, 
 class LoopResult:
     originals: torch.Tensor  # (N, 3, H, W) the input rounded to 8 bits: what the perturbation is measured against
     images: torch.Tensor  # (N, 3, H, W) in [0, 1], 8-bit values: what is saved
-    clean_logits: torch.Tensor  # (N, D) on the 8-bit original
-    final_logits: torch.Tensor  # (N, D) on the saved images
+    clean_logits: torch.Tensor  # (M, N, D) of each of the M models on the 8-bit original
+    final_logits: torch.Tensor  # (M, N, D) on the saved images
     labels: torch.Tensor  # (N,) the class pushed towards (targeted) or away from (untargeted)
     iterations: torch.Tensor  # (N,) steps applied to each image
     success: torch.Tensor  # (N,) goal reached on the saved image
@@ -58,7 +58,7 @@ class LoopResult:
 
 def sign_step_loop(
     images: torch.Tensor,
-    classifier: nn.Module,
+    classifier: nn.Module | Sequence[nn.Module],
     choose_labels: Callable[[torch.Tensor], torch.Tensor],
     *,
     targeted: bool,
@@ -77,8 +77,10 @@ def sign_step_loop(
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
-    ``choose_labels`` maps the clean probabilities (N, D) to the labels (N,) the loss uses: the
-    true class for untargeted methods, the target for targeted ones (descent instead of ascent).
+    ``classifier`` is one model or an ensemble (a sequence of models with the same classes): the
+    loss is the sum over the models, and an image reaches its goal only when it does on every model.
+    ``choose_labels`` maps the clean probabilities (M, N, D) of the M models to the labels (N,) the
+    loss uses: the true class for untargeted methods, the target for targeted ones (descent).
     ``recompute=False`` repeats the first direction ``steps`` times (the paper's "(kI)" baselines).
     ``early_stop`` ends an image's iterations as soon as its saved version reaches the goal.
     ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
@@ -91,6 +93,7 @@ def sign_step_loop(
     ``grow_bound_every`` the bound of an image still going grows by its first size every that many
     iterations, so each image gets the smallest of those budgets that reaches its goal.
     """
+    models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
     x_original = quantise(images.detach().float())
     x = x_original.clone()
     count = len(x)
@@ -115,27 +118,30 @@ def sign_step_loop(
             batch = (x if len(index) == count else x[index]).detach().requires_grad_(wants_gradient)
             with torch.set_grad_enabled(wants_gradient):
                 saved = straight_through_quantise(batch)
-                logits = classifier(saved)
-                view_logits = [] if views is None else [classifier(view) for view in views(saved)]
+                model_logits = [model(saved) for model in models]
+                view_logits = [] if views is None else [model(view) for view in views(saved) for model in models]
+            logits = torch.stack([out.detach() for out in model_logits])  # (M, n, D)
             if step == 0:
-                clean_logits = logits.detach()
-                labels = choose_labels(clean_logits.double().softmax(1)).to(x.device)
+                clean_logits = logits
+                labels = choose_labels(clean_logits.double().softmax(2)).to(x.device)
                 final_logits = torch.empty_like(clean_logits)
-            reached = goal_reached(logits.detach(), labels[index], targeted=targeted, threshold=threshold)
+            reached = goal_reached(logits[0], labels[index], targeted=targeted, threshold=threshold)
+            for out in logits[1:]:
+                reached &= goal_reached(out, labels[index], targeted=targeted, threshold=threshold)
             for view in view_logits:
                 reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
             if confirm is not None and early_stop and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
                 reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
             done = reached | last if early_stop else torch.full_like(reached, last)
-            final_logits[index[done]] = logits.detach()[done]
+            final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
             active[index[done]] = False
             if last:
                 break
             if wants_gradient:
                 loss = sum(F.cross_entropy(out[~done], labels[index[~done]], reduction="sum")
-                           for out in [logits, *view_logits])
+                           for out in [*model_logits, *view_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
                 step_direction = gradient.sign_()
                 if not recompute:

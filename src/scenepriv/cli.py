@@ -147,9 +147,23 @@ def _device(name: str) -> str:
     return name
 
 
-def _classifier(args: argparse.Namespace):
-    """The classifier of ``--model``; ``--resize auto`` is the paper's bilinear for 224 px work (evaluate,
-    ``--size model``) and an antialiased bilinear for full-size photos, which holds through other resizers."""
+def _model_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or set(names) - set(MODELS):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODELS)} (several separated by commas), got {text!r}")
+    return names
+
+
+def _model(text: str) -> str:
+    if text not in MODELS:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODELS)}, got {text!r}")
+    return text
+
+
+def _classifier(args: argparse.Namespace, name: str | None = None, weights: str | None = None):
+    """The classifier of ``--model`` (or ``name``); ``--resize auto`` is the paper's bilinear for 224 px work
+    (evaluate, ``--size model``) and an antialiased bilinear for full-size photos, which holds through other
+    resizers."""
     from . import load_classifier
     from .zoo.cache import WeightsUnavailable
 
@@ -160,13 +174,15 @@ def _classifier(args: argparse.Namespace):
     if args.mirror:
         os.environ[places365.URL_ENV] = args.mirror
     try:
-        return load_classifier(args.model, weights=args.weights, device=_device(args.device), resize=resize,
+        weights = weights if name else args.weights
+        name = name or args.model
+        return load_classifier(name, weights=weights, device=_device(args.device), resize=resize,
                                precision=args.precision, fold_batch_norm=args.fold_batch_norm)
     except WeightsUnavailable as error:
         raise SystemExit(f"error: {error}") from None
     except (OSError, ValueError, RuntimeError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SystemExit(f"error: cannot load model {args.model!r}: {reason}") from None
+        raise SystemExit(f"error: cannot load model {name!r}: {reason}") from None
 
 
 def _inputs(names: list[str]) -> list[Path]:
@@ -371,8 +387,9 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     inputs = {source.resolve() for source, _ in pairs}
     report = Report(args.report, inputs, console, failures)
     _writable_folder(outdir)
-    classifier = _classifier(args)
-    console.detail(f"{classifier.name} on {_device(args.device)}, precision {args.precision}, resize "
+    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    classifier, model_name = models[0], "+".join(args.model)  # the first model resizes for --size model
+    console.detail(f"{model_name} on {_device(args.device)}, precision {args.precision}, resize "
                    f"{classifier.resize}; {args.method} with {settings}")
     records: list[dict] = []
     run = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -390,7 +407,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
                 failures.append(f"{_shown(photo.path)}: {error}")
                 console.error(failures[-1])
             else:
-                record = {"file": str(photo.path), "output": str(output), "model": classifier.name, "run": run,
+                record = {"file": str(photo.path), "output": str(output), "model": model_name, "run": run,
                           **record}
                 records.append(record)
                 report.write(record)
@@ -406,7 +423,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     def protect_batch(batch: list) -> list:
         """Protect a batch; out of memory, each photo alone; a photo that does not fit alone is one error line."""
         try:
-            result = protect(torch.stack([pixels for _, _, pixels in batch]), classifier, args.method,
+            result = protect(torch.stack([pixels for _, _, pixels in batch]), models, args.method,
                              seed=args.seed, settings=settings)
             return list(zip(batch, to_uint8(result.images), result.records, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
@@ -467,7 +484,7 @@ def _protect_summary(args, console: Console, classifier, pairs, records, failure
         ("top-1 changed", f"{sum(r['top1_changed'] for r in records)} of {len(records)}"),
         ("mean iterations", f"{_mean([r['iterations'] for r in records]):.1f}"),
         ("mean PSNR / SSIM", f"{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}"),
-        ("time", f"{elapsed:.1f} s ({args.method}, {classifier.name}, {_device(args.device)})"),
+        ("time", f"{elapsed:.1f} s ({args.method}, {'+'.join(args.model)}, {_device(args.device)})"),
     ]
     for label, value in lines:
         console.info(f"{label:<22}{value}")
@@ -578,9 +595,8 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     sources = _find(args, args.files, console, failures)
     if not sources:
         raise SystemExit("error: no protected photos found in the inputs")
-    resamplers = args.resamplers
-    all_checks = verify.checks(args.jpeg, args.scale, resamplers)
-    classifier = _classifier(args)
+    all_checks = verify.checks(args.jpeg, args.scale, args.resamplers)
+    judges = [_classifier(args), *(_classifier(args, name) for name in args.models if name != args.model)]
     results = []
     with console.bar(len(sources), "photo") as progress:
         for path, relative in sources:
@@ -591,61 +607,66 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
                 if args.original and original is None:
                     raise ImageError(f"{_shown(path)}: no original named {_shown(relative)}.* in "
                                      f"{_shown(args.original)}")
-                original_top1 = verify.top1_under_checks(classifier, load_photo(original).pixels, all_checks) \
-                    if original else None
+                original_pixels = load_photo(original).pixels if original else None
             except ImageError as error:
                 console.error(str(error))
                 failures.append(str(error))
                 continue
-            with torch.inference_mode():
-                target = int(classifier(protected[None].to(classifier.mean.device)).argmax())
-            protected_top1 = verify.top1_under_checks(classifier, protected, all_checks)
-            checks = []
-            for i, check in enumerate(all_checks):
-                entry = {"check": check.name, "top1": classifier.labels[protected_top1[i]],
-                         "target_wins": protected_top1[i] == target}
-                if original_top1:
-                    entry.update(original_top1=classifier.labels[original_top1[i]],
-                                 holds=protected_top1[i] != original_top1[i])
-                checks.append(entry)
-            results.append({"file": str(path), "original": str(original) if original else None,
-                            "target": classifier.labels[target], "checks": checks})
+            for judge in judges:
+                original_top1 = verify.top1_under_checks(judge, original_pixels, all_checks) if original else None
+                with torch.inference_mode():
+                    target = int(judge(protected[None].to(judge.mean.device)).argmax())
+                protected_top1 = verify.top1_under_checks(judge, protected, all_checks)
+                checks = []
+                for i, check in enumerate(all_checks):
+                    entry = {"check": check.name, "top1": judge.labels[protected_top1[i]],
+                             "target_wins": protected_top1[i] == target}
+                    if original_top1:
+                        entry.update(original_top1=judge.labels[original_top1[i]],
+                                     holds=protected_top1[i] != original_top1[i])
+                    checks.append(entry)
+                results.append({"file": str(path), "model": judge.name, "original": str(original) if original else None,
+                                "target": judge.labels[target], "checks": checks})
     console.progress = None
     key = "holds" if args.original else "target_wins"
     broken_files = [r for r in results if not all(c[key] for c in r["checks"])]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        _verify_table(args, console, results, key, resamplers)
+        for judge in judges:
+            _verify_table(args, console, [r for r in results if r["model"] == judge.name], key,
+                          f" on {judge.name}" if len(judges) > 1 else "")
     for result in broken_files:
         broken = [c["check"] for c in result["checks"] if not c[key]]
-        console.error(f"{_shown(result['file'])}: {len(broken)} of {len(result['checks'])} checks fail "
-                      f"({', '.join(broken)})")
+        console.error(f"{_shown(result['file'])}: {len(broken)} of {len(result['checks'])} checks fail"
+                      + (f" on {result['model']}" if len(judges) > 1 else "") + f" ({', '.join(broken)})")
     if broken_files:
-        console.info(f"\n{len(broken_files)} of {len(results)} files do not hold under every check: protect their "
-                     "originals again with --robust (and a larger --max-iter), or share them at a higher quality")
+        console.info(f"\n{len(broken_files)} of {len(results)} checked files do not hold under every check: protect "
+                     "their originals again with --robust (and a larger --max-iter; against other models, add them "
+                     "to --model), or share them at a higher quality")
     return 1 if failures or broken_files else 0
 
 
-def _verify_table(args, console: Console, results: list[dict], key: str, resamplers: list[str]) -> None:
+def _verify_table(args, console: Console, results: list[dict], key: str, on: str) -> None:
     from . import verify
 
     for result in results:
         broken = [c["check"] for c in result["checks"] if not c[key]]
         console.info(f"{_shown(result['file'])}: {len(result['checks']) - len(broken)}/{len(result['checks'])} "
-                     f"checks {'hold' if args.original else 'keep the target'} ({result['target']})")
+                     f"checks {'hold' if args.original else 'keep the target'}{on} ({result['target']})")
     if not results:
         return
-    console.info(f"\n{'share of files' + (' holding' if args.original else ' keeping the target'):<38}"
-                 + "".join(f"{r:>20}" for r in resamplers))
+    console.info(f"\n{'share of files' + (' holding' if args.original else ' keeping the target') + on:<38}"
+                 + "".join(f"{r:>20}" for r in args.resamplers))
     for quality, scale in product([None, *args.jpeg], args.scale):
         cells = []
-        for resampler in resamplers:
+        for resampler in args.resamplers:
             name = verify.Check(quality, scale, resampler).name
             held = [c[key] for r in results for c in r["checks"] if c["check"] == name]
             cells.append(f"{100 * sum(held) / len(held):>19.0f}%")
         label = f"{'as saved' if quality is None else f'JPEG {quality}'}, scale {scale:g}"
         console.info(f"{label:<38}" + "".join(cells))
+    console.info("")
 
 
 # --- the parser -----------------------------------------------------------------------------------------------------
@@ -667,13 +688,19 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
                            help="also print the settings and model in use")
 
 
-def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", batch_size: str | None = None) -> None:
+def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", batch_size: str | None = None,
+                   ensemble: bool = False) -> None:
     """``precision``: the default of ``--precision``; protect takes ``auto`` (speed), the commands that
     measure take ``fp32``, the network as published, whatever the machine. ``batch_size``: what a
-    ``--batch-size`` counts, for the commands that batch."""
+    ``--batch-size`` counts, for the commands that batch. ``ensemble``: ``--model`` takes several."""
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS),
-                       help=f"classifier to protect against or to ask (default {DEFAULT_MODEL}, embedded)")
+    if ensemble:
+        model.add_argument("--model", default=[DEFAULT_MODEL], type=_model_names, metavar="NAME[,NAME...]",
+                           help=f"classifier to protect against (default {DEFAULT_MODEL}, embedded); several, "
+                                f"comma-separated, protect against all of them at once (from: {', '.join(MODELS)})")
+    else:
+        model.add_argument("--model", default=DEFAULT_MODEL, type=_model, metavar="NAME",
+                           help=f"classifier to ask (default {DEFAULT_MODEL}, embedded; from: {', '.join(MODELS)})")
     model.add_argument("--weights", metavar="PATH", help="a local checkpoint file instead of the default weights")
     model.add_argument("--mirror", metavar="URL",
                        help="download Places365 weights from this folder URL instead of the official server (the "
@@ -749,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--iterations", type=_whole(0), help="fixed number of repeated steps (sog, fgsm, r-fgsm)")
     method.add_argument("--max-perturbation", type=_in_range(0, 1),
                         help="optional L-infinity bound around the original, in [0, 1] pixel units")
-    _model_options(p, precision="auto", batch_size="photos")
+    _model_options(p, precision="auto", batch_size="photos", ensemble=True)
     p.set_defaults(run=command_protect)
 
     v = commands.add_parser("verify", help="check that protected files stay protected after re-encoding",
@@ -765,6 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--resamplers", type=_resamplers, default=list(RESAMPLERS),
                    help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
     v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
+    v.add_argument("--models", type=_model_names, default=[], metavar="NAME[,NAME...]",
+                   help="also judge on these models, e.g. ones the photos were not protected against")
     v.add_argument("--json", action="store_true", help="print every check as JSON")
     _output_options(v)
     _model_options(v)

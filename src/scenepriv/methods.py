@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,7 @@ def _top(probabilities: torch.Tensor, labels: list[str], k: int = 5) -> list[dic
 
 def protect(
     images: torch.Tensor,
-    classifier: Classifier,
+    classifier: Classifier | Sequence[Classifier],
     method: str = "p-fgsm",
     *,
     labels: torch.Tensor | None = None,
@@ -67,6 +68,10 @@ def protect(
     **overrides: Any,
 ) -> Protection:
     """Protect a batch of RGB images in [0, 1], shape (N, 3, H, W), against ``classifier``.
+
+    ``classifier`` may be a list of classifiers with the same classes (an ensemble): one
+    perturbation against all of them, targets allowed by every model, success only when every
+    model is fooled on the saved image (each record's ``models`` says what each one sees).
 
     ``images`` is a float tensor or NumPy array in [0, 1]; uint8 values (0-255) are divided by 255.
     ``labels`` (N,) are the true classes for the untargeted methods (default: the clean top-1).
@@ -81,7 +86,11 @@ def protect(
     images = _checked_images(images)
     if labels is not None and (len(torch.as_tensor(labels).reshape(-1)) != len(images)):
         raise ValueError(f"{len(torch.as_tensor(labels).reshape(-1))} labels for {len(images)} images")
-    device = next(classifier.parameters()).device
+    ensemble = list(classifier) if isinstance(classifier, Sequence) else [classifier]
+    if not ensemble or any(model.labels != ensemble[0].labels for model in ensemble):
+        raise ValueError("an ensemble needs at least one classifier, all with the same classes in the same order")
+    primary = ensemble[0]
+    device = next(primary.parameters()).device
     images = images.to(device)
     generators = image_generators(images, seed)
     fixed_steps = not spec.iterative or (spec.name == "r-fgsm" and settings.iterations is not None)
@@ -91,9 +100,9 @@ def protect(
         noise = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators])
     fallback = torch.zeros(len(images), dtype=torch.bool)
 
-    def choose_labels(probabilities: torch.Tensor) -> torch.Tensor:
+    def choose_labels(probabilities: torch.Tensor) -> torch.Tensor:  # (M, N, D), one row of each model
         if not spec.targeted:
-            return probabilities.argmax(1) if labels is None else torch.as_tensor(labels, device=device)
+            return probabilities.mean(0).argmax(1) if labels is None else torch.as_tensor(labels, device=device)
         mask, empty = targets.target_mask(spec.target_rule, probabilities, settings.sigma)
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
@@ -102,26 +111,31 @@ def protect(
     if settings.robust:
         view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
         platform = PlatformViews()
-        views = lambda saved: platform(saved, classifier.input_size, view_generator)  # noqa: E731
-        confirm = functools.partial(holds_on_reencodings, classifier, targeted=spec.targeted)
+        views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
+        confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
     weights = None if settings.texture_mask is None else texture_weights(quantise(images), settings.texture_mask)
     result = sign_step_loop(
-        images, classifier, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
+        images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
         max_perturbation=settings.max_perturbation, views=views, confirm=confirm, step_weights=weights,
     )
-    return Protection(result.images, _records(spec, settings, seed, result, classifier.labels, fallback))
+    names = [model.name for model in ensemble]
+    return Protection(result.images, _records(spec, settings, seed, result, primary.labels, fallback, names))
 
 
-def holds_on_reencodings(classifier: Classifier, saved: torch.Tensor, labels: torch.Tensor, *,
-                         targeted: bool) -> torch.Tensor:
-    """(N,) whether the goal holds on every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG, each resampler):
-    the target is the top-1 (targeted), or the label is not (untargeted). ``--robust`` stops an image only then."""
-    views = torch.stack([platform_version(image, check, classifier.input_size)
-                         for image in saved for check in ROBUST_CHECKS])
-    with torch.no_grad():
-        top1 = classifier(views).argmax(1).view(len(saved), len(ROBUST_CHECKS))
-    return (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
+def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
+                         *, targeted: bool) -> torch.Tensor:
+    """(N,) whether the goal holds on every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG, each resampler)
+    for every model: the target is the top-1 (targeted), or the label is not (untargeted). ``--robust`` stops an
+    image only then."""
+    holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
+    for model in (classifier if isinstance(classifier, Sequence) else [classifier]):
+        views = torch.stack([platform_version(image, check, model.input_size)
+                             for image in saved for check in ROBUST_CHECKS])
+        with torch.no_grad():
+            top1 = model(views).argmax(1).view(len(saved), len(ROBUST_CHECKS))
+        holds &= (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
+    return holds
 
 
 def _checked_images(images: Any) -> torch.Tensor:
@@ -152,9 +166,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return quantise(images).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _records(spec, settings, seed, result, names, fallback) -> list[dict[str, Any]]:
-    clean = result.clean_logits.double().softmax(1).cpu()
-    final = result.final_logits.double().softmax(1).cpu()
+def _records(spec, settings, seed, result, names, fallback, models) -> list[dict[str, Any]]:
+    """One record per image; top-5s, ranks and the target's mass are the first model's, and with an ensemble
+    ``models`` gives each model's top-1 on the saved image and the probability of the target (or label)."""
+    everyone_clean = result.clean_logits.double().softmax(2).cpu()
+    everyone_final = result.final_logits.double().softmax(2).cpu()
+    clean, final = everyone_clean[0], everyone_final[0]
     ranks = targets.rank_of(clean)
     mass_above = targets.mass_ranked_above(clean)
     originals, protected = to_uint8(result.originals), to_uint8(result.images)
@@ -176,6 +193,10 @@ def _records(spec, settings, seed, result, names, fallback) -> list[dict[str, An
         }
         if spec.targeted:
             record["target"]["fallback_least_likely"] = bool(fallback[i])
+        if len(models) > 1:
+            record["models"] = [{"model": model, "clean_top1": names[int(c[i].argmax())],
+                                 "final_top1": names[int(f[i].argmax())], "probability": round(float(f[i, label]), 6)}
+                                for model, c, f in zip(models, everyone_clean, everyone_final, strict=True)]
         linf, l2 = metrics.perturbation_norms(originals[i], protected[i])
         psnr = metrics.psnr(originals[i], protected[i])
         record.update(linf=linf, l2=l2, psnr=None if psnr == float("inf") else psnr,

@@ -62,15 +62,18 @@ def target_mask(rule: str, probabilities: torch.Tensor, sigma: float = 0.99) -> 
 
     Rules: ``least-likely`` (L-FGSM), ``random`` (R-FGSM), ``private`` (P-FGSM, Eq. 10). A row whose
     set is empty (Eq. 10 with sigma at or above the mass of all classes but the last) falls back
-    to the least-likely class and is flagged, so a report can say so.
+    to the least-likely class and is flagged, so a report can say so. ``probabilities`` (N, D), or
+    (M, N, D) for an ensemble of M models: a class is allowed only if it is for every model (as in
+    RP-FGSM), and the fallback is the least likely class of the models' mean.
     """
     rules = {"least-likely": least_likely_set, "random": random_set,
              "private": lambda p: private_target_set(p, sigma)}
     if rule not in rules:
         raise ValueError(f"unknown target rule {rule!r}; choose one of {', '.join(rules)}")
-    mask = rules[rule](probabilities)
+    per_model = probabilities if probabilities.ndim == 3 else probabilities[None]
+    mask = torch.stack([rules[rule](p) for p in per_model]).all(0)
     empty = ~mask.any(1)
-    return torch.where(empty[:, None], least_likely_set(probabilities), mask), empty
+    return torch.where(empty[:, None], least_likely_set(per_model.mean(0)), mask), empty
 
 
 def draw_uniform(mask: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
