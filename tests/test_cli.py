@@ -121,13 +121,14 @@ def test_protect_reports_each_bad_file_and_converts_the_rest(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """One ``scenepriv protect`` with the paper's settings on three example photos (the slowest run here)."""
+    """One ``scenepriv protect --strength paper`` (the paper's settings, full size) on three example photos."""
     root = tmp_path_factory.mktemp("default_run")
     inputs = copy_photos(root / "in", *DEFAULT_RUN_PHOTOS)
     outdir, report = root / "out", root / "r.jsonl"
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["protect", str(root / "in"), "-o", str(outdir), "--seed", "0", "--report", str(report)])
+        code = main(["protect", str(root / "in"), "-o", str(outdir), "--seed", "0", "--report", str(report),
+                     "--strength", "paper"])
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "inputs": inputs, "outdir": outdir,
             "report": report}
 

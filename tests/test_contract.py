@@ -61,7 +61,8 @@ def test_verify_exits_1_when_a_check_fails(tmp_path, capsys):
 
 def test_verify_exits_0_when_every_check_holds(tmp_path, capsys):
     copy_photos(tmp_path / "in", "leuvenA.jpg")
-    assert run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--seed", "0")[0] == 0
+    code = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--seed", "0", "--strength", "medium")[0]
+    assert code == 0
 
     code, _, err = run_cli(capsys, "verify", tmp_path / "out", "--original", tmp_path / "in", "--jpeg", "95",
                            "--scale", "1", "--resamplers", "bilinear-antialias")
@@ -405,7 +406,8 @@ def test_protect_against_an_ensemble_and_verify_on_another_model(tmp_path, capsy
     assert [m["model"] for m in record["models"]] == ["efficientnet-lite0", "efficientnet-lite1"]
     target = record["target"]["name"]
     assert code == 0 and record["success"], err
-    assert all(m["final_top1"] == target and m["probability"] >= 0.99 for m in record["models"])
+    threshold = record["settings"]["threshold"]
+    assert all(m["final_top1"] == target and m["probability"] >= threshold for m in record["models"])
 
     code, out, _ = run_cli(capsys, "verify", tmp_path / "out", "--original", tmp_path / "in", "--jpeg", "95",
                            "--scale", "1", "--resamplers", "bilinear-antialias", "--models",
@@ -421,3 +423,37 @@ def test_an_unknown_model_name_is_refused(tmp_path, capsys):
     line = usage_error_line(capsys, "protect", random_image(tmp_path / "a.png"), "-o", tmp_path / "out",
                             "--model", "efficientnet-lite0,nope")
     assert "argument --model" in line and "nope" in line
+
+
+# --- strength presets ------------------------------------------------------------------------------------------------
+
+
+def test_the_default_strength_is_the_least_visible_and_still_changes_the_top1(tmp_path, capsys, embedded_classifier):
+    from scenepriv.settings import STRENGTHS
+
+    copy_photos(tmp_path / "in", "leuvenA.jpg")
+    report = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--seed", "0",
+                           "--report", report, "--compare", tmp_path / "compare")
+
+    [record] = read_report(report)
+    assert code == 0 and record["success"] and record["strength"] == "low", err
+    assert all(record["settings"][key] == value for key, value in STRENGTHS["low"].items())
+    antialiased = scenepriv.load_classifier(resize="bilinear-antialias")  # judged in fp32
+    from scenepriv.images import load_photo
+
+    with torch.inference_mode():
+        before = antialiased(load_photo(EXAMPLE_PHOTOS / "leuvenA.jpg").pixels[None]).argmax()
+        after = antialiased(load_photo(tmp_path / "out" / "leuvenA.png").pixels[None]).argmax()
+    assert before != after
+    with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, 256 px each
+        assert crop.size == (2 * 256 + 8, 256)
+
+
+def test_options_given_beside_a_strength_win(tmp_path, capsys):
+    report = tmp_path / "r.jsonl"
+    run_cli(capsys, "protect", random_image(tmp_path / "a.png"), "-o", tmp_path / "out", "--strength", "low",
+            "--max-iter", "3", "--max-perturbation", "2/255", "--report", report)
+    settings = read_report(report)[0]["settings"]
+    assert settings["max_iter"] == 3 and settings["max_perturbation"] == 2 / 255
+    assert settings["texture_budget"] is None and settings["texture_mask"] == 0.02  # one bound: the one given

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -119,3 +121,27 @@ def test_psnr_and_norms_match_scikit_image_and_numpy_on_random_images():
     delta = (test.astype(float) - reference) / 255
     linf, l2 = metrics.perturbation_norms(reference, test)
     assert linf == pytest.approx(np.abs(delta).max()) and l2 == pytest.approx(np.sqrt((delta**2).sum()))
+
+
+@pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
+def test_butteraugli_ranks_visible_changes_above_invisible_ones():
+    reference = np.asarray(Image.open(EXAMPLES / "home.jpg").convert("RGB"))
+
+    def jpeg(quality: int) -> np.ndarray:
+        stream = io.BytesIO()
+        Image.fromarray(reference).save(stream, format="JPEG", quality=quality)
+        return np.asarray(Image.open(stream).convert("RGB"))
+
+    assert metrics.butteraugli(reference, reference.copy()) == 0.0
+    assert 0 < metrics.butteraugli(reference, jpeg(95)) < metrics.butteraugli(reference, jpeg(50))
+    assert metrics.butteraugli(reference[:6, :6], reference[:6, :6]) is None  # below its 8x8 block
+
+
+def test_butteraugli_is_none_with_a_note_where_it_is_not_installed(monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    metrics._butteraugli_program.cache_clear()
+    try:
+        assert metrics.butteraugli(random_image(), random_image()) is None
+        assert "apt-get install butteraugli" in capsys.readouterr().err
+    finally:
+        metrics._butteraugli_program.cache_clear()

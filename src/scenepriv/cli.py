@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -22,10 +23,10 @@ from itertools import product
 from pathlib import Path
 
 from . import __version__
-from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, Settings
+from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, STRENGTHS, Settings
 from .zoo import DEFAULT_MODEL, MODELS, places365
 
-FULL_SIZE_EPS = 1 / 255  # step for full-size output: one grey level per iteration
+DEFAULT_STRENGTH = "low"  # full-size photos: least visible (README, "Strength")
 INTERRUPTED = 130
 
 
@@ -358,7 +359,8 @@ def _not_protected_advice(record: dict) -> str:
 def command_protect(args: argparse.Namespace, console: Console) -> int:
     import torch
 
-    from .images import ImageError, prefetch, save_image
+    from . import metrics
+    from .images import ImageError, most_changed_crop, prefetch, save_image
     from .methods import protect, to_uint8
     from .runtime import keep_freed_memory
 
@@ -373,15 +375,18 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
                          "originals: choose another folder")
     if not sources:
         raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
-    if args.eps is None and args.size == "full":  # measured: +2.8 dB PSNR over 0.007, as robust (README)
-        args.eps = FULL_SIZE_EPS
-    overrides = {k: getattr(args, k) for k in ("eps", "max_iter", "threshold", "sigma", "iterations")}
+    args.strength = args.strength or ("paper" if args.size == "model" else DEFAULT_STRENGTH)
+    values = dict(STRENGTHS[args.strength])
+    if args.max_perturbation is not None:  # one bound: the one given wins over the preset's texture budget
+        values = {k: v for k, v in values.items() if k not in ("texture_budget", "budget_growth")}
+    values.update({k: getattr(args, k) for k in ("eps", "max_iter", "threshold", "sigma", "iterations",
+                                                 "max_perturbation") if getattr(args, k) is not None})
+    values["robust"] = values.get("robust", False) or args.robust
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None},
-                            max_perturbation=args.max_perturbation, robust=args.robust)
+        settings = Settings(**values)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.format == "jpeg" and not args.robust:
+    if args.format == "jpeg" and not settings.robust:
         console.warn("JPEG output re-encodes the perturbation and may weaken it; add --robust, or keep PNG")
     pairs = _outputs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
     inputs = {source.resolve() for source, _ in pairs}
@@ -401,24 +406,34 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
         while pending:
             future, photo, output, record = pending[0]
             try:
-                for warning in future.result():
+                warnings, distance = future.result()
+                for warning in warnings:
                     console.warn(f"{_shown(photo.path)}: {warning}")
             except ImageError as error:
                 failures.append(f"{_shown(photo.path)}: {error}")
                 console.error(failures[-1])
             else:
                 record = {"file": str(photo.path), "output": str(output), "model": model_name, "run": run,
-                          **record}
+                          "strength": args.strength, **record, "butteraugli": distance}
                 records.append(record)
                 report.write(record)
                 before, after = record["clean_top5"][0], record["final_top5"][0]
                 console.info(f"{_shown(photo.path)} -> {_shown(output)}: {before['name']} ({before['probability']:.2f})"
                              f" -> {after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
-                             f"PSNR {record['psnr'] or float('inf'):.1f} dB")
+                             f"PSNR {record['psnr'] or float('inf'):.1f} dB"
+                             + ("" if distance is None else f", butteraugli {distance:.2f}"))
                 if not record["success"]:
                     console.error(f"{_shown(photo.path)}: {_not_protected_advice(record)}")
             pending.pop(0)
             progress.update(1)
+
+    def write(photo, output: Path, original, protected) -> tuple[list[str], float | None]:
+        """In the writer thread: save the photo (and its --compare crop); measure how visible the change is."""
+        warnings = save_image(protected, output, quality=args.quality, icc_profile=photo.icc_profile,
+                              exif=photo.exif if args.keep_metadata else None)
+        if args.compare:
+            save_image(most_changed_crop(original, protected), Path(args.compare) / output.relative_to(outdir))
+        return warnings, metrics.butteraugli(original, protected)
 
     def protect_batch(batch: list) -> list:
         """Protect a batch; out of memory, each photo alone; a photo that does not fit alone is one error line."""
@@ -449,10 +464,8 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
             for batch in _batches(photos, args.batch_size):
                 done = protect_batch(batch)
                 finish()
-                pending += [(writer.submit(save_image, pixels, output, quality=args.quality,
-                                           icc_profile=photo.icc_profile,
-                                           exif=photo.exif if args.keep_metadata else None), photo, output, record)
-                            for (photo, output, _), pixels, record in done]
+                pending += [(writer.submit(write, photo, output, to_uint8(original[None])[0], pixels), photo, output,
+                             record) for (photo, output, original), pixels, record in done]
             finish()
         except KeyboardInterrupt:
             interrupted = True
@@ -475,6 +488,7 @@ def _protect_summary(args, console: Console, classifier, pairs, records, failure
                           "errors": failures}, indent=2))
     psnrs = [r["psnr"] for r in records if r["psnr"] is not None]
     ssims = [r["ssim"] for r in records if r["ssim"] is not None]
+    distances = [r["butteraugli"] for r in records if r.get("butteraugli") is not None]
     lines = [
         ("photos", f"{len(pairs)}"),
         ("protected", f"{len(protected)} of {len(pairs)}"),
@@ -484,6 +498,8 @@ def _protect_summary(args, console: Console, classifier, pairs, records, failure
         ("top-1 changed", f"{sum(r['top1_changed'] for r in records)} of {len(records)}"),
         ("mean iterations", f"{_mean([r['iterations'] for r in records]):.1f}"),
         ("mean PSNR / SSIM", f"{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}"),
+        *([("butteraugli", f"median {statistics.median(distances):.2f}, max {max(distances):.2f} (about 1: not "
+                           "visible; JPEG quality 85 of a photo: 1.1-1.6)")] if distances else []),
         ("time", f"{elapsed:.1f} s ({args.method}, {'+'.join(args.model)}, {_device(args.device)})"),
     ]
     for label, value in lines:
@@ -748,12 +764,19 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog=PROTECT_EXAMPLES, formatter_class=_Formatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos; - reads paths from stdin")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected photos")
+    p.add_argument("--strength", choices=list(STRENGTHS),
+                   help="low (default): least visible, holds on the file as saved; medium: hardly visible and "
+                        "holds through platform JPEG re-encoding and resizing; high: surest, more visible; paper: "
+                        "the paper's P-FGSM settings (the default with --size model)")
     p.add_argument("--robust", action="store_true",
-                   help="make the protection survive platform re-encoding (JPEG down to quality 25, resizing)")
+                   help="also hold through platform re-encoding (JPEG down to quality 25, resizing) at any strength "
+                        "(medium and high have it)")
     p.add_argument("--seed", type=_whole(0), help="make target choice reproducible (default: unpredictable)")
     p.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
     p.add_argument("--report", metavar="FILE.jsonl",
                    help="append one JSON record per photo to this file (- : JSON lines on stdout)")
+    p.add_argument("--compare", metavar="DIR",
+                   help="also write, per photo, the most changed 256x256 crop at 100%%: original | protected")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout (messages on stderr)")
     p.add_argument("--format", default="png", choices=["png", "jpeg"], help="output format (default png, lossless)")
     p.add_argument("--quality", type=JPEG_QUALITY, default=95,
@@ -763,11 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="full", choices=["full", "model"],
                    help="output at the photo's own size (default) or at the model's input size (the paper's setting)")
     _output_options(p)
-    method = p.add_argument_group("method (defaults: the paper's)")
+    method = p.add_argument_group("method (each given here wins over the --strength preset)")
     method.add_argument("--method", default="p-fgsm", choices=list(METHODS), help="default p-fgsm")
     method.add_argument("--eps", type=_in_range(0, 1),
-                        help="step size in [0, 1] pixel units, e.g. 0.004 or 1/255 (default 1/255 at full size, "
-                             "the paper's 0.007 with --size model)")
+                        help="step size in [0, 1] pixel units, e.g. 0.004 or 1/255 (the paper's: 0.007)")
     method.add_argument("--max-iter", type=_whole(0), help="most iterations of the iterative methods (default 50)")
     method.add_argument("--threshold", type=_in_range(0, 1),
                         help="target probability that stops the iterations (default 0.99)")

@@ -313,14 +313,17 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                 if not selected:
                     continue
                 protected, facts, seconds = _run_row(row, images[selected], labels[selected], classifier, seed)
-                for i, fact, pixels in zip(selected, facts, to_uint8(protected), strict=True):
+                originals = to_uint8(images[selected])
+                for i, fact, pixels, original in zip(selected, facts, to_uint8(protected), originals, strict=True):
                     item, label = items[i], int(labels[i])
                     record = {
                         "image": item.id, "row": row.name, "method": row.method, "model": classifier.name,
                         "label": label, "label_name": names[label],
                         "label_source": dataset.layout if dataset.labelled else "clean top-1",
                         "assigned": fact["top5"][0], "assigned_name": names[fact["top5"][0]], **fact,
-                        "brisque": _finite(metrics.brisque(pixels)), "seconds": round(seconds, 6), "seed": seed,
+                        "brisque": _finite(metrics.brisque(pixels)),
+                        "butteraugli": metrics.butteraugli(original, pixels),
+                        "seconds": round(seconds, 6), "seed": seed,
                     }
                     if save_images:
                         save_image(pixels, output / "images" / _slug(row.name) / Path(item.id).with_suffix(".png"))
@@ -342,7 +345,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def table1(records: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:
-    """Per row: images, T1, T5 (%), SSIM, PSNR, BRISQUE (mean and std), unchanged images, iterations, s/image."""
+    """Per row: images, T1, T5 (%), SSIM, PSNR, BRISQUE, butteraugli (mean and std), unchanged images, iterations,
+    s/image."""
     table = []
     for row in rows:
         rs = [r for r in records if r["row"] == row.name]
@@ -352,11 +356,12 @@ def table1(records: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any
         ssim = _mean_std([r["ssim"] for r in rs if r["ssim"] is not None])
         psnr = _mean_std([r["psnr"] for r in rs if r["psnr"] is not None])
         quality = _mean_std([r["brisque"] for r in rs if r["brisque"] is not None])
+        visible = _mean_std([r["butteraugli"] for r in rs if r.get("butteraugli") is not None])
         table.append({
             "row": row.name, "images": len(rs),
             "T1": metrics.top_k_accuracy(labels, ranked, 1), "T5": metrics.top_k_accuracy(labels, ranked, 5),
             "SSIM": ssim[0], "SSIM_std": ssim[1], "PSNR": psnr[0], "PSNR_std": psnr[1],
-            "BRISQUE": quality[0], "BRISQUE_std": quality[1],
+            "BRISQUE": quality[0], "BRISQUE_std": quality[1], "butteraugli": visible[0], "butteraugli_std": visible[1],
             "unchanged": 0 if row.method is None else sum(r["psnr"] is None for r in rs),
             "iterations": float(np.mean([r["iterations"] for r in rs])),
             "seconds_per_image": float(np.mean([r["seconds"] for r in rs])),
@@ -401,12 +406,12 @@ def _cell(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-TABLE1_COLUMNS = [("T1", 2), ("T5", 2), ("SSIM", 3), ("PSNR", 2), ("BRISQUE", 2)]
+TABLE1_COLUMNS = [("T1", 2), ("T5", 2), ("SSIM", 3), ("PSNR", 2), ("BRISQUE", 2), ("butteraugli", 2)]
 
 
 def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str]] | None = None) -> str:
-    lines = ["| Method | T1 ↓ | T5 ↓ | SSIM ↑ | PSNR ↑ | BRISQUE ↓ | images | unchanged | iterations | s/image |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Method | T1 ↓ | T5 ↓ | SSIM ↑ | PSNR ↑ | BRISQUE ↓ | butteraugli ↓ | images | unchanged | iterations "
+             "| s/image |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def with_std(entry: dict[str, Any], key: str, digits: int) -> str:
         mean, std = _cell(entry.get(key), digits), _cell(entry.get(f"{key}_std"), digits)
@@ -536,9 +541,10 @@ def _summary(dataset: Dataset, classifier: Classifier, rows: list[Row], first: l
         lines += ["The paper's numbers are for ResNet-50 on the 3,000 private test images of Places365 and are not "
                   f"comparable with {classifier.name}'s; they are left out.", ""]
     lines += ["## Table 1: accuracy and image quality", "",
-              "T1/T5: top-1/top-5 accuracy (%) against the labels; SSIM, PSNR (dB), BRISQUE: mean (standard "
-              "deviation) over images. *unchanged*: images identical to the original (infinite PSNR, left out of "
-              "the PSNR mean).", "", _table1_markdown(first, paper1),
+              "T1/T5: top-1/top-5 accuracy (%) against the labels; SSIM, PSNR (dB), BRISQUE, butteraugli (how "
+              "visible, about 1: not noticeable): mean (standard deviation) over images. *unchanged*: images "
+              "identical to the original (infinite PSNR, left out of the PSNR mean).", "",
+              _table1_markdown(first, paper1),
               "## Table 2: irreversibility", "",
               "Mean over true classes of the Euclidean distance between the distribution of the assigned class "
               "(final top-1) and the uniform distribution over all classes: the lower, the harder to recover the "

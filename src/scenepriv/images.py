@@ -320,3 +320,19 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
         if item is end:
             return
         yield item
+
+
+def most_changed_crop(original: np.ndarray, protected: np.ndarray, size: int = 256, gap: int = 8) -> np.ndarray:
+    """Original and protected side by side at 100%: the ``size`` x ``size`` window (or the whole photo, if
+    smaller) where the perturbation is largest, so a person can judge it where it shows most. (H, W, 3) uint8."""
+    height, width = original.shape[:2]
+    rows, columns = min(size, height), min(size, width)
+    change = np.abs(protected.astype(np.int16) - original.astype(np.int16)).sum(2, dtype=np.int64)
+    summed = np.pad(change.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # summed-area table: any window in O(1)
+    totals = (summed[rows:, columns:] - summed[:-rows, columns:] - summed[rows:, :-columns]
+              + summed[:-rows, :-columns])
+    top, left = np.unravel_index(int(totals.argmax()), totals.shape)
+    window = (slice(top, top + rows), slice(left, left + columns))
+    canvas = np.full((rows, 2 * columns + gap, 3), 255, dtype=np.uint8)
+    canvas[:, :columns], canvas[:, columns + gap:] = original[window], protected[window]
+    return canvas

@@ -114,10 +114,12 @@ def protect(
         views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
         confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
     weights = None if settings.texture_mask is None else texture_weights(quantise(images), settings.texture_mask)
+    bound = settings.max_perturbation if settings.texture_budget is None else settings.texture_budget * weights
     result = sign_step_loop(
         images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
-        max_perturbation=settings.max_perturbation, views=views, confirm=confirm, step_weights=weights,
+        max_perturbation=bound, views=views, confirm=confirm, step_weights=weights,
+        grow_bound_every=settings.budget_growth,
     )
     names = [model.name for model in ensemble]
     return Protection(result.images, _records(spec, settings, seed, result, primary.labels, fallback, names))

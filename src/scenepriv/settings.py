@@ -59,16 +59,43 @@ class Settings:
     iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
     max_perturbation: float | None = None  # optional L-infinity bound around the original
     robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
-    texture_mask: float | None = None  # c of the perceptual mask s / (s + c) on each pixel's step; None: uniform
+    texture_mask: float | None = None  # c of the perceptual mask w = s / (s + c) on each pixel's step; None: uniform
+    texture_budget: float | None = None  # with the mask: |x - x_original| <= budget * w, per pixel
+    budget_growth: int | None = None  # the budget of an image still going widens by its first size this often
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
-        for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "max_iter", "iterations"):
+        optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth")
+        for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
+                     "iterations", "budget_growth"):
             value = getattr(self, name)
-            whole = name in ("max_iter", "iterations")
-            if value is None and name in ("max_perturbation", "texture_mask", "iterations"):
+            whole = name in ("max_iter", "iterations", "budget_growth")
+            if value is None and name in optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
                 raise ValueError(f"{name} must be a {'whole number' if whole else 'number'}, got {value!r}")
             if not (0 <= value if whole else 0.0 <= value <= 1.0):  # False for NaN
                 raise ValueError(f"{name} must be {'>= 0' if whole else 'in [0, 1]'}, got {value!r}")
+        if self.texture_budget is not None and self.texture_mask is None:
+            raise ValueError("texture_budget bounds the perturbation by the texture mask: set texture_mask too")
+        if self.budget_growth is not None and self.texture_budget is None and self.max_perturbation is None:
+            raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
+        if self.texture_budget is not None and self.max_perturbation is not None:
+            raise ValueError("set one bound: texture_budget (per pixel, by the texture mask) or max_perturbation")
+
+
+# Named sets of settings for full-size photos, from measurements on real photos (README, "Strength"): how
+# visible the protection may be against how much re-encoding it survives. Options given beside one win.
+STRENGTHS: dict[str, dict] = {
+    # least visible: each step 0.5/255 weighted by local texture, each pixel within 1/255 x its weight, that
+    # bound widening by 1/255 every 20 iterations while an image needs more; stops once the target leads at 0.5
+    "low": {"eps": 0.5 / 255, "texture_mask": 0.02, "texture_budget": 1 / 255, "budget_growth": 20,
+            "threshold": 0.5, "max_iter": 200},
+    # the same idea with steps and budget twice as large, holding through platform re-encoding (JPEG, resizing)
+    "medium": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
+               "threshold": 0.5, "max_iter": 100, "robust": True},
+    # uniform steps of one grey level, the paper's stopping rule (p >= 0.99), through re-encoding
+    "high": {"eps": 1 / 255, "robust": True},
+    # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations
+    "paper": {},
+}
