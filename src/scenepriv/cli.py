@@ -375,7 +375,9 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
                          "originals: choose another folder")
     if not sources:
         raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
-    args.strength = args.strength or ("paper" if args.size == "model" else DEFAULT_STRENGTH)
+    # the presets are made for P-FGSM on full-size photos; the paper's other methods and 224 px thumbnails keep
+    # the paper's settings unless a strength is asked for
+    args.strength = args.strength or ("paper" if args.size == "model" or args.method != "p-fgsm" else DEFAULT_STRENGTH)
     values = dict(STRENGTHS[args.strength])
     if args.max_perturbation is not None:  # one bound: the one given wins over the preset's texture budget
         values = {k: v for k, v in values.items() if k not in ("texture_budget", "budget_growth")}
@@ -767,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", choices=list(STRENGTHS),
                    help="low (default): least visible, holds on the file as saved; medium: hardly visible and "
                         "holds through platform JPEG re-encoding and resizing; high: surest, more visible; paper: "
-                        "the paper's P-FGSM settings (the default with --size model)")
+                        "the paper's P-FGSM settings (the default with --size model and for methods other than p-fgsm)")
     p.add_argument("--robust", action="store_true",
                    help="also hold through platform re-encoding (JPEG down to quality 25, resizing) at any strength "
                         "(medium and high have it)")
