@@ -326,3 +326,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit, match="^error: --private-classes selects Places365 classes"):
         main(["evaluate", str(tabby), "-o", str(tmp_path / "out"), "--private-classes"])
     assert not (tmp_path / "out").exists()
+
+
+def test_transfer_to_adds_the_accuracy_of_models_not_protected_against(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("home.jpg", "leuvenA.jpg"):
+        shutil.copy(EXAMPLES / name, photos / name)
+    output = tmp_path / "results"
+    assert main(["evaluate", str(photos), "-o", str(output), "--methods", "p-fgsm", "--seed", "0",
+                 "--transfer-to", "efficientnet-lite2"]) == 0
+
+    records = read_jsonl(output / "results.jsonl")
+    assert all(len(r["transfer"]["efficientnet-lite2"]) == 5 for r in records)
+    table = {entry["row"]: entry for entry in read_csv(output / "table1.csv")}
+    for row, entry in table.items():  # recomputed from the records: top-1/top-5 of Lite2 against the labels
+        rs = [r for r in records if r["row"] == row]
+        expected = 100 * sum(r["label"] == r["transfer"]["efficientnet-lite2"][0] for r in rs) / len(rs)
+        assert float(entry["T1 efficientnet-lite2"]) == pytest.approx(expected)
+        assert float(entry["T5 efficientnet-lite2"]) >= float(entry["T1 efficientnet-lite2"])
+    assert "T1 efficientnet-lite2" in (output / "table1.md").read_text()

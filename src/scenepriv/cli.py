@@ -579,8 +579,9 @@ def command_evaluate(args: argparse.Namespace, console: Console) -> int:
         dataset = evaluate.load_dataset(Path(args.dataset), MODELS[args.model].labels(),
                                         private_classes=args.private_classes, limit=args.limit)
         classifier = _classifier(args)
+        unseen = [_classifier(args, name) for name in args.transfer_to if name != args.model]
         failures = evaluate.evaluate(dataset, classifier, rows, Path(args.output), seed=args.seed,
-                                     batch_size=args.batch_size, save_images=args.save_images)
+                                     batch_size=args.batch_size, save_images=args.save_images, transfer_to=unseen)
     except evaluate.EvaluationError as error:
         raise SystemExit(f"error: {error}") from None
     output = Path(args.output)
@@ -853,6 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--private-classes", action="store_true",
                    help="keep only the 60 private classes of MediaEval 2018 (Places365 models)")
     e.add_argument("--save-images", action="store_true", help="also write the protected images as PNG")
+    e.add_argument("--transfer-to", type=_model_names, default=[], metavar="NAME[,NAME...]",
+                   help="also report the top-1/top-5 accuracy of these models, not protected against, in Table 1")
     _output_options(e)
     _model_options(e, batch_size="images")
     e.set_defaults(run=command_evaluate)

@@ -275,8 +275,12 @@ def _finite(value: float) -> float | None:
 
 
 def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path, *, seed: int | None = None,
-        batch_size: int = 8, save_images: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+        batch_size: int = 8, save_images: bool = False,
+        transfer_to: list[Classifier] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Evaluate every (image, row) pair not yet in ``output/results.jsonl``, appending one line per pair.
+
+    ``transfer_to``: models the images are not protected against, whose top-5 on each image is recorded too
+    (``transfer``), so Table 1 can say how far the protection carries to them.
 
     Returns the records of this dataset and these rows (old and new) and the files that could not be read.
     """
@@ -314,6 +318,8 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                     continue
                 protected, facts, seconds = _run_row(row, images[selected], labels[selected], classifier, seed)
                 originals = to_uint8(images[selected])
+                unseen = {model.name: _classify(protected, model).topk(5).indices.tolist()
+                          for model in transfer_to or []}
                 for i, fact, pixels, original in zip(selected, facts, to_uint8(protected), originals, strict=True):
                     item, label = items[i], int(labels[i])
                     record = {
@@ -323,6 +329,7 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                         "assigned": fact["top5"][0], "assigned_name": names[fact["top5"][0]], **fact,
                         "brisque": _finite(metrics.brisque(pixels)),
                         "butteraugli": metrics.butteraugli(original, pixels),
+                        "transfer": {name: top5[selected.index(i)] for name, top5 in unseen.items()},
                         "seconds": round(seconds, 6), "seed": seed,
                     }
                     if save_images:
@@ -344,9 +351,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def table1(records: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any]]:
+def table1(records: list[dict[str, Any]], rows: list[Row], unseen: list[str] | None = None) -> list[dict[str, Any]]:
     """Per row: images, T1, T5 (%), SSIM, PSNR, BRISQUE, butteraugli (mean and std), unchanged images, iterations,
-    s/image."""
+    s/image; and T1, T5 of each ``unseen`` model (recorded with ``transfer_to``) as ``T1 <name>``, ``T5 <name>``."""
     table = []
     for row in rows:
         rs = [r for r in records if r["row"] == row.name]
@@ -366,6 +373,11 @@ def table1(records: list[dict[str, Any]], rows: list[Row]) -> list[dict[str, Any
             "iterations": float(np.mean([r["iterations"] for r in rs])),
             "seconds_per_image": float(np.mean([r["seconds"] for r in rs])),
         })
+        for name in unseen or []:
+            seen = [r for r in rs if name in r.get("transfer", {})]
+            for k in (1, 5):
+                table[-1][f"T{k} {name}"] = metrics.top_k_accuracy(
+                    [r["label"] for r in seen], [r["transfer"][name] for r in seen], k)
     return table
 
 
@@ -417,10 +429,14 @@ def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str
         mean, std = _cell(entry.get(key), digits), _cell(entry.get(f"{key}_std"), digits)
         return f"{mean} ({std})" if mean and std else mean
 
+    unseen = [key for key in (table[0] if table else {}) if key.startswith(("T1 ", "T5 "))]  # --transfer-to
+    if unseen:
+        lines = [lines[0] + "".join(f" {key} ↓ |" for key in unseen), lines[1] + "---:|" * len(unseen)]
     for entry in table:
         cells = [with_std(entry, key, digits) for key, digits in TABLE1_COLUMNS]
         lines.append(f"| {entry['row']} | {' | '.join(cells)} | {entry['images']} | {entry['unchanged']} "
-                     f"| {entry['iterations']:.1f} | {entry['seconds_per_image']:.3f} |")
+                     f"| {entry['iterations']:.1f} | {entry['seconds_per_image']:.3f} |"
+                     + "".join(f" {_cell(entry[key], 2)} |" for key in unseen))
         if paper and entry["row"] in paper:
             numbers = {key: float(value) if value else None for key, value in paper[entry["row"]].items()
                        if key not in ("method", "iterations")}
@@ -556,11 +572,12 @@ def _summary(dataset: Dataset, classifier: Classifier, rows: list[Row], first: l
 
 
 def evaluate(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path, *, seed: int | None = None,
-             batch_size: int = 8, save_images: bool = False) -> list[str]:
+             batch_size: int = 8, save_images: bool = False, transfer_to: list[Classifier] | None = None) -> list[str]:
     """Run (or resume) the evaluation and write the tables, figures and summary.md; returns unreadable files."""
     records, failures = run(dataset, classifier, rows, output, seed=seed, batch_size=batch_size,
-                            save_images=save_images)
-    first, second = table1(records, rows), table2(records, rows, classifier.labels)
+                            save_images=save_images, transfer_to=transfer_to)
+    first, second = table1(records, rows, [model.name for model in transfer_to or []]), \
+        table2(records, rows, classifier.labels)
     _write_csv(output / "table1.csv", first)
     _write_csv(output / "table2.csv", second)
     (output / "table1.md").write_text(_table1_markdown(first), encoding="utf-8")
