@@ -56,7 +56,7 @@ def test_verify_exits_1_when_a_check_fails(tmp_path, capsys):
     assert code == 1
     [line] = error_lines(err)
     assert "home.jpg" in line and "2 of 2 checks fail" in line
-    assert "--robust" in out
+    assert "--strength medium" in out
 
 
 def test_verify_exits_0_when_every_check_holds(tmp_path, capsys):

@@ -389,7 +389,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if args.format == "jpeg" and not settings.robust:
-        console.warn("JPEG output re-encodes the perturbation and may weaken it; add --robust, or keep PNG")
+        console.warn("JPEG output re-encodes the perturbation and may weaken it; use --strength medium, or keep PNG")
     pairs = _outputs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
     inputs = {source.resolve() for source, _ in pairs}
     report = Report(args.report, inputs, console, failures)
@@ -661,7 +661,7 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
                       + (f" on {result['model']}" if len(judges) > 1 else "") + f" ({', '.join(broken)})")
     if broken_files:
         console.info(f"\n{len(broken_files)} of {len(results)} checked files do not hold under every check: protect "
-                     "their originals again with --robust (and a larger --max-iter; against other models, add them "
+                     "their originals again with --strength medium or high (against other models, add them "
                      "to --model), or share them at a higher quality")
     return 1 if failures or broken_files else 0
 
@@ -742,8 +742,8 @@ def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", bat
 
 
 PROTECT_EXAMPLES = """examples:
-  scenepriv protect holiday/ -o protected/                 protect every photo of a folder, as PNG
-  scenepriv protect holiday/ -o protected/ --robust        hold through platform JPEG re-encoding and resizing
+  scenepriv protect holiday/ -o protected/                 protect every photo of a folder, least visibly
+  scenepriv protect holiday/ -o protected/ --strength medium   also hold through platform JPEG and resizing
   scenepriv verify protected/ --original holiday/          check the protection after re-encoding
   find . -name '*.heic' | scenepriv protect - -o out/      paths from stdin
 
