@@ -46,7 +46,7 @@ def test_batched_equals_one_by_one_with_the_same_seed(tiny_classifier, random_im
         alone = scenepriv.protect(random_images[i : i + 1], tiny_classifier, method, seed=7, max_iter=20)
         assert torch.equal(alone.images[0], batched.images[i])
         assert alone.records[0]["iterations"] == batched.records[i]["iterations"]
-        key = "target" if scenepriv.METHODS[method].targeted else "label"
+        key = next(k for k in ("target", "label", "away_from") if k in batched.records[i])
         assert alone.records[0][key] == batched.records[i][key]
 
 
@@ -234,3 +234,32 @@ def test_an_ensemble_of_models_with_other_classes_is_refused(tiny_classifier):
     other = make_tiny_classifier(num_classes=12)
     with pytest.raises(ValueError, match="same classes"):
         scenepriv.protect(torch.rand(1, 3, 32, 32), [tiny_classifier, other], "p-fgsm")
+
+
+# --- away from the likely classes (not in the paper) --------------------------------------------------------------
+
+
+def test_away_moves_the_top1_out_of_the_likely_classes(tiny_classifier, random_images):
+    result = scenepriv.protect(random_images, tiny_classifier, "away", seed=0, sigma=0.5, threshold=0.6, max_iter=40)
+
+    with torch.no_grad():
+        clean = tiny_classifier(random_images).double().softmax(1)
+        final = tiny_classifier(result.images).double().softmax(1)
+    likely = ~targets.private_target_set(clean, 0.5)  # the classes within the top half of the probability
+    assert any(r["success"] for r in result.records)
+    for i, record in enumerate(result.records):
+        assert sorted(a["index"] for a in record["away_from"]) == likely[i].nonzero().squeeze(1).tolist()
+        outside = float(final[i][~likely[i]].sum())
+        assert record["success"] == (not bool(likely[i, int(final[i].argmax())]) and outside >= 0.6), i
+
+
+def test_away_from_an_ensemble_avoids_what_any_model_finds_likely(random_images):
+    from conftest import make_tiny_classifier
+
+    models = [make_tiny_classifier(seed=0), make_tiny_classifier(seed=1)]
+    result = scenepriv.protect(random_images, models, "away", seed=0, sigma=0.5, max_iter=1)
+    with torch.no_grad():
+        clean = torch.stack([m(random_images).double().softmax(1) for m in models])
+    union = (~targets.private_target_set(clean[0], 0.5)) | (~targets.private_target_set(clean[1], 0.5))
+    for i, record in enumerate(result.records):
+        assert sorted(a["index"] for a in record["away_from"]) == union[i].nonzero().squeeze(1).tolist()

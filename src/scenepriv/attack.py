@@ -37,12 +37,28 @@ def straight_through_quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def goal_reached(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, threshold: float) -> torch.Tensor:
-    """Targeted: the top-1 is the target with probability >= threshold. Untargeted: the top-1 is not y."""
+    """Targeted: the top-1 is the target with probability >= threshold. Untargeted: the top-1 is not y.
+
+    ``labels`` may also be a mask (N, D) of classes to move away from: the top-1 is outside the mask and
+    the classes outside it hold at least ``threshold`` of the probability.
+    """
     top1 = logits.argmax(1)
+    if labels.ndim == 2:
+        outside = logits.float().softmax(1).masked_fill(labels, 0).sum(1)
+        return ~labels.gather(1, top1[:, None]).squeeze(1) & (outside >= threshold)
     if not targeted:
         return top1 != labels
     probability = logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
     return (top1 == labels) & (probability >= threshold)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the labels (N,); with a mask (N, D) of classes to move away from, -log of the
+    probability outside the mask (descending it moves the whole likely set down, not one class)."""
+    if labels.ndim == 2:
+        logits = logits.float()
+        return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(labels, float("-inf")), 1)).sum()
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,7 @@ class LoopResult:
     images: torch.Tensor  # (N, 3, H, W) in [0, 1], 8-bit values: what is saved
     clean_logits: torch.Tensor  # (M, N, D) of each of the M models on the 8-bit original
     final_logits: torch.Tensor  # (M, N, D) on the saved images
-    labels: torch.Tensor  # (N,) the class pushed towards (targeted) or away from (untargeted)
+    labels: torch.Tensor  # (N,) the class pushed towards (targeted) or away from (untargeted), or (N, D) a set
     iterations: torch.Tensor  # (N,) steps applied to each image
     success: torch.Tensor  # (N,) goal reached on the saved image
 
@@ -140,8 +156,7 @@ def sign_step_loop(
             if last:
                 break
             if wants_gradient:
-                loss = sum(F.cross_entropy(out[~done], labels[index[~done]], reduction="sum")
-                           for out in [*model_logits, *view_logits])
+                loss = sum(_loss(out[~done], labels[index[~done]]) for out in [*model_logits, *view_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
                 step_direction = gradient.sign_()
                 if not recompute:

@@ -348,7 +348,9 @@ class Report:
 
 def _not_protected_advice(record: dict) -> str:
     goal = record.get("target") or record.get("label") or {}
-    if "target" in record:
+    if "away_from" in record:
+        why = f"top-1 {record['final_top5'][0]['name']} after {record['iterations']} iterations"
+    elif "target" in record:
         reached = next((e["probability"] for e in record["final_top5"] if e["index"] == goal.get("index")), 0.0)
         why = f"p({goal.get('name')}) = {reached:.2f} after {record['iterations']} iterations"
     else:

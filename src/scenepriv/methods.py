@@ -103,6 +103,8 @@ def protect(
     def choose_labels(probabilities: torch.Tensor) -> torch.Tensor:  # (M, N, D), one row of each model
         if not spec.targeted:
             return probabilities.mean(0).argmax(1) if labels is None else torch.as_tensor(labels, device=device)
+        if spec.target_rule == "away":
+            return targets.likely_set(probabilities, settings.sigma)
         mask, empty = targets.target_mask(spec.target_rule, probabilities, settings.sigma)
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
@@ -136,7 +138,10 @@ def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: t
                              for image in saved for check in ROBUST_CHECKS])
         with torch.no_grad():
             top1 = model(views).argmax(1).view(len(saved), len(ROBUST_CHECKS))
-        holds &= (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
+        if labels.ndim == 2:  # away from a set of classes
+            holds &= ~labels.gather(1, top1).any(1)
+        else:
+            holds &= (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
     return holds
 
 
@@ -170,7 +175,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def _records(spec, settings, seed, result, names, fallback, models) -> list[dict[str, Any]]:
     """One record per image; top-5s, ranks and the target's mass are the first model's, and with an ensemble
-    ``models`` gives each model's top-1 on the saved image and the probability of the target (or label)."""
+    ``models`` gives each model's top-1 on the saved image and the probability of the target (or label; for
+    ``away``, the probability outside the classes moved away from)."""
     everyone_clean = result.clean_logits.double().softmax(2).cpu()
     everyone_final = result.final_logits.double().softmax(2).cpu()
     clean, final = everyone_clean[0], everyone_final[0]
@@ -179,26 +185,34 @@ def _records(spec, settings, seed, result, names, fallback, models) -> list[dict
     originals, protected = to_uint8(result.originals), to_uint8(result.images)
     records = []
     for i in range(len(clean)):
-        label = int(result.labels[i])
+        if result.labels.ndim == 2:  # "away": a set of classes, and the probability outside it
+            avoided = result.labels[i].cpu()
+            goal: tuple[str, Any] = ("away_from", [{"index": int(c), "name": names[int(c)]}
+                                                   for c in avoided.nonzero().squeeze(1)])
+            probabilities = [1 - float(f[i][avoided].sum()) for f in everyone_final]
+        else:
+            label = int(result.labels[i])
+            goal = ("target" if spec.targeted else "label", {
+                "index": label, "name": names[label], "rank": int(ranks[i, label]),
+                "mass_above": round(float(mass_above[i, label]), 6)})
+            if spec.targeted:
+                goal[1]["fallback_least_likely"] = bool(fallback[i])
+            probabilities = [float(f[i, label]) for f in everyone_final]
         record: dict[str, Any] = {
             "method": spec.name,
             "settings": {**dataclasses.asdict(settings), "seed": seed},
             "clean_top5": _top(clean[i], names),
-            "target" if spec.targeted else "label": {
-                "index": label, "name": names[label], "rank": int(ranks[i, label]),
-                "mass_above": round(float(mass_above[i, label]), 6),
-            },
+            goal[0]: goal[1],
             "iterations": int(result.iterations[i]),
             "success": bool(result.success[i]),
             "top1_changed": bool(final[i].argmax() != clean[i].argmax()),
             "final_top5": _top(final[i], names),
         }
-        if spec.targeted:
-            record["target"]["fallback_least_likely"] = bool(fallback[i])
         if len(models) > 1:
             record["models"] = [{"model": model, "clean_top1": names[int(c[i].argmax())],
-                                 "final_top1": names[int(f[i].argmax())], "probability": round(float(f[i, label]), 6)}
-                                for model, c, f in zip(models, everyone_clean, everyone_final, strict=True)]
+                                 "final_top1": names[int(f[i].argmax())], "probability": round(p, 6)}
+                                for model, c, f, p in zip(models, everyone_clean, everyone_final, probabilities,
+                                                          strict=True)]
         linf, l2 = metrics.perturbation_norms(originals[i], protected[i])
         psnr = metrics.psnr(originals[i], protected[i])
         record.update(linf=linf, l2=l2, psnr=None if psnr == float("inf") else psnr,

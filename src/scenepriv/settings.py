@@ -19,7 +19,8 @@ class Method:
     """A method of the paper: where its direction comes from and which class it aims at or away from.
 
     ``target_rule`` is ``"label"`` for the untargeted methods (ascent on the true class, or on the
-    clean top-1 when no label is given) and a target-set rule for the targeted ones (descent).
+    clean top-1 when no label is given), a target-set rule for the targeted ones (descent), or
+    ``"away"``: descent on the probability of the classes the photo likely shows (not in the paper).
     ``iterative`` methods recompute the gradient every step and stop at the goal; the others repeat
     their first step ``iterations`` times, as the paper's "(kI)" baselines do.
     """
@@ -27,7 +28,7 @@ class Method:
     name: str
     paper_name: str
     direction: str  # "gradient" or "noise" (sign of a standard Gaussian)
-    target_rule: str  # "label", "least-likely", "random" or "private"
+    target_rule: str  # "label", "least-likely", "random", "private" or "away"
     iterative: bool
 
     @property
@@ -44,6 +45,7 @@ METHODS: dict[str, Method] = {
         Method("l-fgsm", "L-FGSM", "gradient", "least-likely", iterative=True),
         Method("r-fgsm", "R-FGSM, R-FG (kI)", "gradient", "random", iterative=True),
         Method("p-fgsm", "P-FGSM", "gradient", "private", iterative=True),
+        Method("away", "away from the likely classes (not in the paper)", "gradient", "away", iterative=True),
     )
 }
 

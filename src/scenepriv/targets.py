@@ -57,6 +57,13 @@ def private_target_set(probabilities: torch.Tensor, sigma: float) -> torch.Tenso
     return mass_ranked_above(probabilities) > sigma
 
 
+def likely_set(probabilities: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The classes a photo likely shows: those ranked within its top sigma of probability, the complement of
+    Eq. 10's set (the top-1 always). For an ensemble (M, N, D), a class likely for any model."""
+    per_model = probabilities if probabilities.ndim == 3 else probabilities[None]
+    return torch.stack([~private_target_set(p, sigma) for p in per_model]).any(0)
+
+
 def target_mask(rule: str, probabilities: torch.Tensor, sigma: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
     """The classes to draw a target from under ``rule``, and which rows fell back to the least likely.
 
