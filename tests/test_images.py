@@ -651,3 +651,20 @@ def test_long_exif_is_kept_in_a_png(tmp_path):
 
     with Image.open(destination) as image:
         assert image.getexif()[ExifTags.Base.Make] == "Fuzzcam"
+
+
+def test_most_changed_crop_shows_where_the_change_is_largest_side_by_side():
+    from scenepriv.images import most_changed_crop
+
+    original = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    protected = original.copy()
+    protected[200:230, 40:70] ^= 8  # the largest change, near the bottom left
+    protected[10:12, 400:402] ^= 1  # a small one elsewhere
+    crop = most_changed_crop(original, protected, size=64, gap=4)
+
+    assert crop.shape == (64, 2 * 64 + 4, 3)
+    left, right = crop[:, :64].astype(int), crop[:, 68:].astype(int)
+    assert (np.abs(right - left) > 0).sum() == 30 * 30 * 3  # the whole changed square is inside the window
+    assert (crop[:, 64:68] == 255).all()
+    small = most_changed_crop(original[:20, :30], protected[:20, :30], size=64)  # smaller than the window
+    assert small.shape == (20, 2 * 30 + 8, 3)
