@@ -4,8 +4,8 @@
         [--model efficientnet-lite0[,efficientnet-lite1]] [--judges efficientnet-lite1,efficientnet-lite2]
         [--json results.jsonl]
 
-Protects every photo of the folder at full size with p-fgsm (the settings of ``--strength``, options given
-beside it win), then checks the originals and the protected photos under every verify check (JPEG
+Protects every photo of the folder at full size with p-fgsm or away (the settings of ``--strength``,
+options given beside it win), then checks the originals and the protected photos under every verify check (JPEG
 25/50/75/95 or none, scale 0.5/1, four resamplers) on the model(s) protected against, and the top-1 of
 other models (``--judges``) on the saved files. Prints butteraugli (median, max), PSNR, SSIM, iterations,
 seconds per photo, the share of photos protected, the share whose top-1 differs from the original's under
@@ -35,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--strength", default="paper", choices=list(STRENGTHS))
+    parser.add_argument("--method", default="p-fgsm", choices=["p-fgsm", "away"])
+    parser.add_argument("--threshold", type=float, help="stop at this probability (default: the strength's)")
     parser.add_argument("--resize", default="bilinear-antialias")
     parser.add_argument("--robust", action="store_true")
     parser.add_argument("--eps", type=lambda text: float(Fraction(text)), help="step, e.g. 1/255")
@@ -50,7 +52,8 @@ def main() -> None:
     checkers = [scenepriv.load_classifier(name, resize=args.resize) for name in names]  # fp32: what checks see
     protectors = [scenepriv.load_classifier(name, resize=args.resize, precision=args.precision) for name in names]
     judges = {name: scenepriv.load_classifier(name, resize=args.resize) for name in args.judges.split(",") if name}
-    settings = dict(STRENGTHS[args.strength], **({"eps": args.eps} if args.eps is not None else {}))
+    settings = dict(STRENGTHS[args.strength], **({"eps": args.eps} if args.eps is not None else {}),
+                    **({"threshold": args.threshold} if args.threshold is not None else {}))
     settings["robust"] = settings.get("robust", False) or args.robust
     checks = verify.checks([25, 50, 75, 95], [0.5, 1.0])
     held: dict[tuple, list[bool]] = defaultdict(list)
@@ -58,7 +61,7 @@ def main() -> None:
     for path, _ in find_images([args.folder]):
         photo = load_photo(path).pixels
         start = time.perf_counter()
-        result = scenepriv.protect(photo[None], protectors, "p-fgsm", seed=args.seed, **settings)
+        result = scenepriv.protect(photo[None], protectors, args.method, seed=args.seed, **settings)
         seconds.append(time.perf_counter() - start)
         records.append(result.records[0])
         distances.append(metrics.butteraugli(to_uint8(photo[None])[0], to_uint8(result.images)[0]))
@@ -80,8 +83,8 @@ def main() -> None:
 
     known = [d for d in distances if d is not None]
     summary = {
-        "folder": str(args.folder), "strength": args.strength, "settings": settings, "model": args.model,
-        "precision": args.precision, "photos": len(records),
+        "folder": str(args.folder), "method": args.method, "strength": args.strength, "settings": settings,
+        "model": args.model, "precision": args.precision, "photos": len(records),
         "protected": mean([r["success"] for r in records]),
         "butteraugli_median": statistics.median(known) if known else None, "butteraugli_max": max(known, default=None),
         "psnr": mean([r["psnr"] for r in records]), "ssim": mean([r["ssim"] for r in records]),
@@ -90,7 +93,7 @@ def main() -> None:
         "holds": {f"{'saved' if q is None else f'jpeg{q}'}/x{s:g}/{r}": mean(v) for (q, s, r), v in held.items()},
     }
     changed_shares = summary["judges_top1_changed"]
-    print(f"{args.folder}: strength={args.strength} model={args.model} photos={len(records)} "
+    print(f"{args.folder}: method={args.method} strength={args.strength} model={args.model} photos={len(records)} "
           f"protected={100 * summary['protected']:.0f}% butteraugli median={summary['butteraugli_median']} "
           f"max={summary['butteraugli_max']} PSNR={summary['psnr']:.2f} dB SSIM={summary['ssim']:.4f} "
           f"iterations={summary['iterations']:.1f} s/photo={summary['seconds_per_photo']:.1f} "
