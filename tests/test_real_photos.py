@@ -70,7 +70,7 @@ def test_size_model_gives_the_paper_thumbnails_and_jpeg_output_warns(tmp_path, c
     code, _, err = run_cli(capsys, "protect", tmp_path / "home.jpg", "-o", tmp_path / "out", "--method", "fgsm",
                            "--size", "model", "--format", "jpeg", "--quality", "90")
     assert code == 0
-    assert "warning:" in err and "--robust" in err
+    assert "warning:" in err and "--strength medium" in err
     with Image.open(tmp_path / "out" / "home.jpg") as image:
         assert (image.format, image.size) == ("JPEG", (224, 224))
 
