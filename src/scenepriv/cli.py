@@ -533,7 +533,7 @@ def command_classify(args: argparse.Namespace, console: Console) -> int:
             failures.append(str(error))
             continue
         with torch.inference_mode():
-            probabilities = classifier(photo.pixels[None].to(classifier.mean.device)).double().softmax(1)[0].cpu()
+            probabilities = classifier(photo.pixels[None].to(classifier.device)).double().softmax(1)[0].cpu()
         values, indices = probabilities.topk(min(args.top, len(probabilities)))
         top = [{"index": int(i), "name": classifier.labels[int(i)], "probability": float(v)}
                for v, i in zip(values, indices, strict=True)]
@@ -636,7 +636,7 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
             for judge in judges:
                 original_top1 = verify.top1_under_checks(judge, original_pixels, all_checks) if original else None
                 with torch.inference_mode():
-                    target = int(judge(protected[None].to(judge.mean.device)).argmax())
+                    target = int(judge(protected[None].to(judge.device)).argmax())
                 protected_top1 = verify.top1_under_checks(judge, protected, all_checks)
                 checks = []
                 for i, check in enumerate(all_checks):

@@ -248,7 +248,7 @@ def _thumbnails(items: list[Item], classifier: Classifier, failures: list[str]) 
 
 
 def _classify(images: torch.Tensor, classifier: Classifier) -> torch.Tensor:
-    device = next(classifier.parameters()).device
+    device = classifier.device
     with torch.inference_mode():
         return classifier(images.to(device)).double().softmax(1).cpu()
 

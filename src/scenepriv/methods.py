@@ -90,7 +90,7 @@ def protect(
     if not ensemble or any(model.labels != ensemble[0].labels for model in ensemble):
         raise ValueError("an ensemble needs at least one classifier, all with the same classes in the same order")
     primary = ensemble[0]
-    device = next(primary.parameters()).device
+    device = primary.device
     images = images.to(device)
     generators = image_generators(images, seed)
     fixed_steps = not spec.iterative or (spec.name == "r-fgsm" and settings.iterations is not None)

@@ -56,7 +56,7 @@ class Settings:
 
     eps: float = 0.007  # step per iteration, in [0, 1] pixel units
     max_iter: int = 50  # iterative methods stop here at the latest
-    threshold: float = 0.99  # targeted methods stop once p(target) reaches it on the saved image
+    threshold: float = 0.99  # targeted methods stop once p(target) reaches it on the saved image (away: p outside)
     sigma: float = 0.99  # P-FGSM's cumulative-probability threshold (Eq. 10)
     iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
     max_perturbation: float | None = None  # optional L-infinity bound around the original

@@ -65,7 +65,7 @@ ROBUST_CHECKS = [Check(50, scale, resampler) for scale in (1.0, 0.5) for resampl
 
 def top1_under_checks(classifier: Classifier, pixels: torch.Tensor, all_checks: list[Check]) -> list[int]:
     """The classifier's top-1 for the photo under every check, in one batch."""
-    device = next(classifier.parameters()).device
+    device = classifier.device
     views = torch.stack([platform_version(pixels.to(device), c, classifier.input_size) for c in all_checks])
     with torch.inference_mode():
         return classifier(views).argmax(1).tolist()

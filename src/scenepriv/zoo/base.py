@@ -191,6 +191,11 @@ class Classifier(nn.Module):
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are, and so where images must be."""
+        return self.mean.device
+
     def train(self, mode: bool = True) -> Classifier:
         """Stay in evaluation mode: batch-norm statistics must never change under an attack."""
         return super().train(False)
