@@ -145,3 +145,10 @@ def test_butteraugli_is_none_with_a_note_where_it_is_not_installed(monkeypatch, 
         assert "apt-get install butteraugli" in capsys.readouterr().err
     finally:
         metrics._butteraugli_program.cache_clear()
+
+
+@pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
+def test_butteraugli_skips_photos_above_its_pixel_limit():
+    image = random_image()
+    assert metrics.butteraugli(image, image, max_pixels=image.shape[0] * image.shape[1]) == 0.0
+    assert metrics.butteraugli(image, image, max_pixels=image.shape[0] * image.shape[1] - 1) is None

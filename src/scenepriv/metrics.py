@@ -103,12 +103,15 @@ def _butteraugli_program() -> str | None:
     return found
 
 
-def butteraugli(reference: np.ndarray, test: np.ndarray) -> float | None:
+BUTTERAUGLI_MAX_PIXELS = 12_500_000  # a 12-megapixel pair takes ~20 s and 2 GB of memory in the program
+
+
+def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTERAUGLI_MAX_PIXELS) -> float | None:
     """Butteraugli distance of two 8-bit RGB images (H, W, 3): how visible the difference is, by a model of
     the eye (about 1.0: just noticeable; JPEG quality 85 of a typical photo scores 1.1-1.6).
 
     Runs the ``butteraugli`` program on two temporary PNGs; None, with a one-time note on stderr, where it
-    is not installed, or for an image smaller than its 8x8 block.
+    is not installed; None for an image smaller than its 8x8 block or larger than ``max_pixels``.
     """
     import subprocess
     import tempfile
@@ -117,7 +120,7 @@ def butteraugli(reference: np.ndarray, test: np.ndarray) -> float | None:
     from PIL import Image
 
     program = _butteraugli_program()
-    if program is None or min(reference.shape[:2]) < 8:
+    if program is None or min(reference.shape[:2]) < 8 or reference.shape[0] * reference.shape[1] > max_pixels:
         return None
     with tempfile.TemporaryDirectory(prefix="scenepriv-") as folder:
         paths = [Path(folder, name) for name in ("reference.png", "test.png")]
