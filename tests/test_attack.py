@@ -263,3 +263,29 @@ def test_away_from_an_ensemble_avoids_what_any_model_finds_likely(random_images)
     union = (~targets.private_target_set(clean[0], 0.5)) | (~targets.private_target_set(clean[1], 0.5))
     for i, record in enumerate(result.records):
         assert sorted(a["index"] for a in record["away_from"]) == union[i].nonzero().squeeze(1).tolist()
+
+
+# --- batch shapes -------------------------------------------------------------------------------------------------
+
+
+def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_classifier):
+    """In float64 (the tiny classifier), padding the batch with finished images changes nothing but its shapes."""
+    from scenepriv.attack import sign_step_loop
+
+    images = torch.rand(13, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    labels = lambda probabilities: probabilities[0].topk(3).indices[:, 2]  # noqa: E731  a reachable target
+    shapes = []
+    counted = Classifier(tiny_classifier.network, name="tiny", labels=tiny_classifier.labels, input_size=(32, 32),
+                         mean=(0.5,) * 3, std=(0.25,) * 3)
+    counted.register_forward_pre_hook(lambda module, inputs: shapes.append(len(inputs[0])))
+    runs = {}
+    for bucket in (False, True):
+        shapes.clear()
+        runs[bucket] = sign_step_loop(images, counted, labels, targeted=True, eps=0.01, steps=30, early_stop=True,
+                                      threshold=0.9, bucket=bucket)
+        runs[bucket, "shapes"] = set(shapes)
+    plain, bucketed = runs[False], runs[True]
+    assert torch.equal(plain.images, bucketed.images) and torch.equal(plain.iterations, bucketed.iterations)
+    assert torch.equal(plain.success, bucketed.success) and torch.equal(plain.final_logits, bucketed.final_logits)
+    assert len(set(plain.iterations.tolist())) >= 3  # images did leave the batch at different times
+    assert runs[True, "shapes"] <= {1, 2, 4, 8, 13} and len(runs[False, "shapes"]) > len(runs[True, "shapes"])

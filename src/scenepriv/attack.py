@@ -52,6 +52,12 @@ def goal_reached(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, 
     return (top1 == labels) & (probability >= threshold)
 
 
+def _bucket(index: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``index`` (the images still going) followed by finished images, up to the next power of two or all."""
+    size = min(len(active), 1 << (len(index) - 1).bit_length())
+    return torch.cat([index, (~active).nonzero().squeeze(1)[: size - len(index)]])
+
+
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with the labels (N,); with a mask (N, D) of classes to move away from, -log of the
     probability outside the mask (descending it moves the whole likely set down, not one class)."""
@@ -90,6 +96,7 @@ def sign_step_loop(
     confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     step_weights: torch.Tensor | None = None,
     grow_bound_every: int | None = None,
+    bucket: bool = False,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -108,6 +115,10 @@ def sign_step_loop(
     ``max_perturbation`` bounds |x - x_original|: a number, or a map (N, 1 or 3, H, W) per pixel; with
     ``grow_bound_every`` the bound of an image still going grows by its first size every that many
     iterations, so each image gets the smallest of those budgets that reaches its goal.
+    ``bucket`` pads the batch of images still going to a power of two (or the whole batch) with finished
+    images, whose results are discarded, so the networks see a handful of batch shapes instead of every
+    size (a GPU library plans each new shape anew). The results are the same; the views of ``views`` are
+    drawn for the images still going only.
     """
     models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
     x_original = quantise(images.detach().float())
@@ -131,11 +142,14 @@ def sign_step_loop(
         last = step == steps
         if step == 0 or last or recompute or early_stop:
             wants_gradient = noise is None and not last and (step == 0 or recompute)
-            batch = (x if len(index) == count else x[index]).detach().requires_grad_(wants_gradient)
+            going = len(index)
+            rows = _bucket(index, active) if bucket and going < count else index
+            batch = (x if going == count else x[rows]).detach().requires_grad_(wants_gradient)
             with torch.set_grad_enabled(wants_gradient):
                 saved = straight_through_quantise(batch)
-                model_logits = [model(saved) for model in models]
-                view_logits = [] if views is None else [model(view) for view in views(saved) for model in models]
+                model_logits = [model(saved)[:going] for model in models]
+                view_logits = [] if views is None else [model(view) for view in views(saved[:going])
+                                                        for model in models]
             logits = torch.stack([out.detach() for out in model_logits])  # (M, n, D)
             if step == 0:
                 clean_logits = logits
@@ -158,7 +172,7 @@ def sign_step_loop(
             if wants_gradient:
                 loss = sum(_loss(out[~done], labels[index[~done]]) for out in [*model_logits, *view_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
-                step_direction = gradient.sign_()
+                step_direction = gradient[:going].sign_()
                 if not recompute:
                     direction = step_direction  # step 0 of a fixed-direction method: all images are here
                 if done.any():

@@ -121,7 +121,7 @@ def protect(
         images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
         early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
         max_perturbation=bound, views=views, confirm=confirm, step_weights=weights,
-        grow_bound_every=settings.budget_growth,
+        grow_bound_every=settings.budget_growth, bucket=device.type == "cuda",  # GPU libraries plan per shape
     )
     names = [model.name for model in ensemble]
     return Protection(result.images, _records(spec, settings, seed, result, primary.labels, fallback, names))
