@@ -457,3 +457,23 @@ def test_options_given_beside_a_strength_win(tmp_path, capsys):
     settings = read_report(report)[0]["settings"]
     assert settings["max_iter"] == 3 and settings["max_perturbation"] == 2 / 255
     assert settings["texture_budget"] is None and settings["texture_mask"] == 0.02  # one bound: the one given
+
+
+def test_a_users_problem_raised_deep_inside_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from scenepriv import cli
+    from scenepriv.evaluate import EvaluationError
+    from scenepriv.images import ImageError
+    from scenepriv.zoo.cache import WeightsUnavailable
+
+    assert all(issubclass(kind, scenepriv.ScenePrivError) for kind in (ImageError, WeightsUnavailable,
+                                                                       EvaluationError))
+
+    def unavailable(args, console):
+        raise WeightsUnavailable("weights file x.pth not found (or not a regular file)")
+
+    monkeypatch.setattr(cli, "command_models", unavailable)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err == "error: weights file x.pth not found (or not a regular file)\n"
+    monkeypatch.setattr(cli, "command_models", lambda args, console: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["models"])

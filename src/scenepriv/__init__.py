@@ -7,10 +7,11 @@ The names below are imported on first use, so that ``import scenepriv`` (and the
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["METHODS", "MODELS", "STRENGTHS", "Classifier", "Method", "Protection", "Settings", "load_classifier",
-           "protect"]
+__all__ = ["METHODS", "MODELS", "STRENGTHS", "Classifier", "Method", "Protection", "ScenePrivError", "Settings",
+           "load_classifier", "protect"]
 
 _HOMES = {"METHODS": "settings", "Method": "settings", "Settings": "settings", "STRENGTHS": "settings",
+          "ScenePrivError": "settings",
           "Protection": "methods",
           "protect": "methods", "MODELS": "zoo", "Classifier": "zoo", "load_classifier": "zoo"}
 

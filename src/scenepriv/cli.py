@@ -23,7 +23,7 @@ from itertools import product
 from pathlib import Path
 
 from . import __version__
-from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, STRENGTHS, Settings
+from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, STRENGTHS, ScenePrivError, Settings
 from .zoo import DEFAULT_MODEL, MODELS, places365
 
 DEFAULT_STRENGTH = "low"  # full-size photos: least visible (README, "Strength")
@@ -879,6 +879,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(args.verbosity, machine_stdout=machine_stdout)
     try:
         return args.run(args, console)
+    except ScenePrivError as error:  # a user's problem, said in one line; a bug keeps its traceback
+        console.error(str(error))
+        return 1
     except KeyboardInterrupt:
         console.error("interrupted")
         return INTERRUPTED

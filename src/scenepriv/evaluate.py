@@ -24,14 +24,15 @@ from tqdm import tqdm
 
 from . import metrics
 from .images import ImageError, find_images, load_photo, save_image
-from .methods import Settings, protect, to_uint8
+from .methods import protect, to_uint8
+from .settings import ScenePrivError, Settings
 from .zoo import Classifier, places365, resize_to_input
 
 PLACES365_VAL = "places365_val.txt"
 PAPER_MODEL = "resnet50-places365"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ScenePrivError, ValueError):
     """A dataset or results folder that cannot be used as given; the message is one line that says why."""
 
 

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from .settings import ScenePrivError
 
-class ImageError(Exception):
+
+class ImageError(ScenePrivError):
     """A file that cannot be used as a photo; the message is one line that names the file."""
 
 

@@ -1,10 +1,17 @@
 """What a user chooses, as plain values without PyTorch: the methods of the paper, their settings,
-and the names of resamplers and precisions. The command line reads them without importing torch."""
+the names of resamplers and precisions, and the error a user can cause. The command line reads them
+without importing torch."""
 
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+
+
+class ScenePrivError(Exception):
+    """A problem a user can cause or fix (a bad file, missing weights, a wrong option): its message is one line
+    that says what and where, so the command line shows that line and no traceback. Bugs raise anything else."""
+
 
 # The common ways to shrink an image: torch's bilinear with and without antialiasing (the latter is
 # the paper's), bicubic with antialiasing (what Pillow and most platforms use) and area averaging.

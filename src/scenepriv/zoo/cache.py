@@ -17,11 +17,13 @@ from typing import BinaryIO
 import platformdirs
 from tqdm import tqdm
 
+from ..settings import ScenePrivError
+
 TIMEOUT_S = 30
 CHUNK = 1 << 20
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ScenePrivError, RuntimeError):
     """Weights cannot be obtained or trusted; the message says what to do, so no traceback is needed."""
 
 
