@@ -477,3 +477,11 @@ def test_a_users_problem_raised_deep_inside_is_one_line_and_a_bug_keeps_its_trac
     monkeypatch.setattr(cli, "command_models", lambda args, console: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["models"])
+
+
+def test_compare_crops_never_replace_the_protected_photos(tmp_path, capsys):
+    photo = random_image((tmp_path / "in").mkdir() or tmp_path / "in" / "a.png")
+    for folder in (tmp_path / "out", tmp_path / "in"):
+        with pytest.raises(SystemExit) as caught:
+            main(["protect", str(photo), "-o", str(tmp_path / "out"), "--compare", str(folder)])
+        assert "--compare" in str(caught.value.code)

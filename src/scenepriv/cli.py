@@ -375,6 +375,10 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     if outdir.resolve() in folders:
         raise SystemExit(f"error: -o {_shown(outdir)} is an input folder; protected photos would replace the "
                          "originals: choose another folder")
+    if args.compare and Path(args.compare).resolve() in {outdir.resolve(), *folders,
+                                                        *(source.parent.resolve() for source, _ in sources)}:
+        raise SystemExit(f"error: --compare {_shown(args.compare)} is the output or an input folder; its crops "
+                         "would replace photos: choose another folder")
     if not sources:
         raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
     # the presets are made for P-FGSM on full-size photos; the paper's other methods and 224 px thumbnails keep
