@@ -485,3 +485,10 @@ def test_compare_crops_never_replace_the_protected_photos(tmp_path, capsys):
         with pytest.raises(SystemExit) as caught:
             main(["protect", str(photo), "-o", str(tmp_path / "out"), "--compare", str(folder)])
         assert "--compare" in str(caught.value.code)
+
+
+def test_a_resamplers_overshoot_below_half_a_grey_level_is_accepted(tiny_classifier):
+    images = torch.full((1, 3, 32, 32), 0.5)
+    images[..., 0, 0] = 1 + 1e-6  # what an antialiased resize of a white pixel can give
+    result = scenepriv.protect(images, tiny_classifier, "fgsm")
+    assert float(result.images.max()) <= 1

@@ -162,10 +162,11 @@ def _checked_images(images: Any) -> torch.Tensor:
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or infinite values")
     low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 1:
+    slack = 0.5 / 255  # a resampler's overshoot below half a grey level is rounding, not a wrong range
+    if low < -slack or high > 1 + slack:
         hint = "; divide 0-255 values by 255" if high > 1 else ""
         raise ValueError(f"images must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
-    return images
+    return images.clamp(0, 1) if low < 0 or high > 1 else images
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
