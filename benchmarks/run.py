@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="images the one-at-a-time reference loops are timed on (default 1)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows (minutes of compiling)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="quality: target seeds")
-    parser.add_argument("--photos", nargs="*", default=["/work/shared/photos"],
+    parser.add_argument("--photos", nargs="*", default=[],
                         help="quality: more folders of .jpg photos besides examples/photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the whole run")
