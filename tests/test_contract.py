@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import scenepriv
+import scenepriv.methods
 from scenepriv.cli import main
 from scenepriv.settings import Settings
 from test_cli import EXAMPLE_PHOTOS, console_script, copy_photos, error_lines, random_image, read_report, run_cli
@@ -102,23 +103,25 @@ def test_a_newline_in_a_file_name_stays_on_its_error_line(tmp_path, capsys):
 def test_out_of_memory_on_one_photo_is_one_error_line(tmp_path, capsys, monkeypatch):
     """A photo too large for the memory (a 144-megapixel PNG once lost the whole batch): its batch is retried
     photo by photo, and only the photo that does not fit is reported."""
-    copy_photos(tmp_path / "in", "home.jpg")
-    random_image(tmp_path / "in" / "huge.png", size=(1024, 768))
-    original = scenepriv.methods.protect
+    (tmp_path / "in").mkdir()
+    for seed, name in enumerate(("fits.png", "huge.png", "small.png")):  # one size: one batch of three
+        random_image(tmp_path / "in" / name, size=(64, 48), seed=seed)
+    huge = torch.from_numpy(np.asarray(Image.open(tmp_path / "in" / "huge.png"))).permute(2, 0, 1).float() / 255
+    original, batches = scenepriv.methods.protect, []
 
     def protect(images, *args, **kwargs):
-        if images.shape[-1] == 1024:
+        batches.append(len(images))
+        if len(images) > 1 or torch.equal(images[0], huge):  # the batch, and then that photo alone, do not fit
             raise MemoryError
         return original(images, *args, **kwargs)
 
     monkeypatch.setattr(scenepriv.methods, "protect", protect)
-    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--method", "fgsm",
-                           "--size", "full")
+    code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--method", "fgsm")
 
-    assert code == 1
+    assert code == 1 and batches == [3, 1, 1, 1]
     [line] = error_lines(err)
     assert "huge.png" in line and "not enough memory" in line
-    assert protected_names(tmp_path / "out") == ["home.png"]
+    assert protected_names(tmp_path / "out") == ["fits.png", "small.png"]
 
 
 def test_interrupt_keeps_report_and_files_consistent(tmp_path, capsys, monkeypatch):
@@ -272,9 +275,10 @@ def test_paths_from_stdin(tmp_path, capsys, monkeypatch):
 
 def test_help_and_version_do_not_import_torch():
     """``--help`` took 6-7 s when PyTorch was imported at start-up; the parser needs none of it."""
-    code = ("import sys; from scenepriv.cli import build_parser, main; main(['--version']) if False else None; "
-            "build_parser().format_help(); main(['models']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import contextlib, sys\nfrom scenepriv.cli import main\n"
+            "for argv in (['--help'], ['protect', '--help'], ['--version']):\n"
+            "    with contextlib.suppress(SystemExit):\n        main(argv)\n"
+            "main(['models'])\nassert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

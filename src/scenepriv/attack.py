@@ -155,9 +155,8 @@ def sign_step_loop(
                 clean_logits = logits
                 labels = choose_labels(clean_logits.double().softmax(2)).to(x.device)
                 final_logits = torch.empty_like(clean_logits)
-            reached = goal_reached(logits[0], labels[index], targeted=targeted, threshold=threshold)
-            for out in logits[1:]:
-                reached &= goal_reached(out, labels[index], targeted=targeted, threshold=threshold)
+            reached = torch.stack([goal_reached(out, labels[index], targeted=targeted, threshold=threshold)
+                                   for out in logits]).all(0)
             for view in view_logits:
                 reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
             if confirm is not None and early_stop and bool(reached.any()):

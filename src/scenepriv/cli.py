@@ -77,14 +77,22 @@ def _list_of(parse):
     return parse_list
 
 
+def _one_of(choices):
+    def parse(text: str) -> str:
+        if text.strip() not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.strip()
+
+    return parse
+
+
 def _resamplers(text: str) -> list[str]:
-    names = list(RESAMPLERS) if text == "all" else [name for name in text.split(",") if name.strip()]
-    if not names or set(names) - set(RESAMPLERS):
-        raise argparse.ArgumentTypeError(f"choose 'all' or some of {','.join(RESAMPLERS)}, got {text!r}")
-    return names
+    return list(RESAMPLERS) if text == "all" else _list_of(_one_of(RESAMPLERS))(text)
 
 
 JPEG_QUALITY = _whole(1, 100)
+MODEL = _one_of(list(MODELS))
+MODEL_NAMES = _list_of(MODEL)
 SCALE = _in_range(0, 8, open_low=True)
 
 
@@ -146,19 +154,6 @@ def _device(name: str) -> str:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise SystemExit("error: --device mps was asked for, but this PyTorch has no Apple GPU (MPS) backend here")
     return name
-
-
-def _model_names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names or set(names) - set(MODELS):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODELS)} (several separated by commas), got {text!r}")
-    return names
-
-
-def _model(text: str) -> str:
-    if text not in MODELS:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODELS)}, got {text!r}")
-    return text
 
 
 def _classifier(args: argparse.Namespace, name: str | None = None, weights: str | None = None):
@@ -436,9 +431,11 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
             progress.update(1)
 
     def write(photo, output: Path, original, protected) -> tuple[list[str], float | None]:
-        """In the writer thread: save the photo (and its --compare crop); measure how visible the change is."""
+        """In the writer thread: save the photo (and its --compare crop); measure how visible the change is.
+        ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting thread."""
         warnings = save_image(protected, output, quality=args.quality, icc_profile=photo.icc_profile,
                               exif=photo.exif if args.keep_metadata else None)
+        original = to_uint8(original[None])[0]
         if args.compare:
             save_image(most_changed_crop(original, protected), Path(args.compare) / output.relative_to(outdir))
         return warnings, metrics.butteraugli(original, protected)
@@ -472,8 +469,8 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
             for batch in _batches(photos, args.batch_size):
                 done = protect_batch(batch)
                 finish()
-                pending += [(writer.submit(write, photo, output, to_uint8(original[None])[0], pixels), photo, output,
-                             record) for (photo, output, original), pixels, record in done]
+                pending += [(writer.submit(write, photo, output, original, pixels), photo, output, record)
+                            for (photo, output, original), pixels, record in done]
             finish()
         except KeyboardInterrupt:
             interrupted = True
@@ -481,13 +478,13 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
         progress.update(len(pairs) - progress.n)
     console.progress = None
     report.close()
-    _protect_summary(args, console, classifier, pairs, records, failures, time.perf_counter() - start, interrupted)
+    _protect_summary(args, console, pairs, records, failures, time.perf_counter() - start, interrupted)
     if interrupted:
         return INTERRUPTED
     return 1 if failures or not all(r["success"] for r in records) else 0
 
 
-def _protect_summary(args, console: Console, classifier, pairs, records, failures, elapsed, interrupted) -> None:
+def _protect_summary(args, console: Console, pairs, records, failures, elapsed, interrupted) -> None:
     protected = [r for r in records if r["success"]]
     missed = [r for r in records if not r["success"]]
     if args.json:
@@ -720,11 +717,11 @@ def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", bat
     ``--batch-size`` counts, for the commands that batch. ``ensemble``: ``--model`` takes several."""
     model = parser.add_argument_group("model")
     if ensemble:
-        model.add_argument("--model", default=[DEFAULT_MODEL], type=_model_names, metavar="NAME[,NAME...]",
+        model.add_argument("--model", default=[DEFAULT_MODEL], type=MODEL_NAMES, metavar="NAME[,NAME...]",
                            help=f"classifier to protect against (default {DEFAULT_MODEL}, embedded); several, "
                                 f"comma-separated, protect against all of them at once (from: {', '.join(MODELS)})")
     else:
-        model.add_argument("--model", default=DEFAULT_MODEL, type=_model, metavar="NAME",
+        model.add_argument("--model", default=DEFAULT_MODEL, type=MODEL, metavar="NAME",
                            help=f"classifier to ask (default {DEFAULT_MODEL}, embedded; from: {', '.join(MODELS)})")
     model.add_argument("--weights", metavar="PATH", help="a local checkpoint file instead of the default weights")
     model.add_argument("--mirror", metavar="URL",
@@ -823,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--resamplers", type=_resamplers, default=list(RESAMPLERS),
                    help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
     v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
-    v.add_argument("--models", type=_model_names, default=[], metavar="NAME[,NAME...]",
+    v.add_argument("--models", type=MODEL_NAMES, default=[], metavar="NAME[,NAME...]",
                    help="also judge on these models, e.g. ones the photos were not protected against")
     v.add_argument("--json", action="store_true", help="print every check as JSON")
     _output_options(v)
@@ -860,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--private-classes", action="store_true",
                    help="keep only the 60 private classes of MediaEval 2018 (Places365 models)")
     e.add_argument("--save-images", action="store_true", help="also write the protected images as PNG")
-    e.add_argument("--transfer-to", type=_model_names, default=[], metavar="NAME[,NAME...]",
+    e.add_argument("--transfer-to", type=MODEL_NAMES, default=[], metavar="NAME[,NAME...]",
                    help="also report the top-1/top-5 accuracy of these models, not protected against, in Table 1")
     _output_options(e)
     _model_options(e, batch_size="images")

@@ -321,7 +321,8 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                 originals = to_uint8(images[selected])
                 unseen = {model.name: _classify(protected, model).topk(5).indices.tolist()
                           for model in transfer_to or []}
-                for i, fact, pixels, original in zip(selected, facts, to_uint8(protected), originals, strict=True):
+                outcomes = zip(selected, facts, to_uint8(protected), originals, strict=True)
+                for position, (i, fact, pixels, original) in enumerate(outcomes):
                     item, label = items[i], int(labels[i])
                     record = {
                         "image": item.id, "row": row.name, "method": row.method, "model": classifier.name,
@@ -330,7 +331,7 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                         "assigned": fact["top5"][0], "assigned_name": names[fact["top5"][0]], **fact,
                         "brisque": _finite(metrics.brisque(pixels)),
                         "butteraugli": metrics.butteraugli(original, pixels),
-                        "transfer": {name: top5[selected.index(i)] for name, top5 in unseen.items()},
+                        "transfer": {name: top5[position] for name, top5 in unseen.items()},
                         "seconds": round(seconds, 6), "seed": seed,
                     }
                     if save_images:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics, targets
-from .attack import quantise, sign_step_loop
+from .attack import goal_reached, quantise, sign_step_loop
 from .perceptual import texture_weights
 from .settings import METHODS, Settings
 from .transforms import PlatformViews
@@ -129,19 +129,16 @@ def protect(
 
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
                          *, targeted: bool) -> torch.Tensor:
-    """(N,) whether the goal holds on every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG, each resampler)
-    for every model: the target is the top-1 (targeted), or the label is not (untargeted). ``--robust`` stops an
-    image only then."""
+    """(N,) whether the goal holds on the top-1 of every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG,
+    each resampler) for every model. ``--robust`` stops an image only then."""
     holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
+    per_view = labels.repeat_interleave(len(ROBUST_CHECKS), dim=0)  # the views of each image are consecutive
     for model in (classifier if isinstance(classifier, Sequence) else [classifier]):
         views = torch.stack([platform_version(image, check, model.input_size)
                              for image in saved for check in ROBUST_CHECKS])
         with torch.no_grad():
-            top1 = model(views).argmax(1).view(len(saved), len(ROBUST_CHECKS))
-        if labels.ndim == 2:  # away from a set of classes
-            holds &= ~labels.gather(1, top1).any(1)
-        else:
-            holds &= (top1 == labels[:, None]).all(1) if targeted else (top1 != labels[:, None]).all(1)
+            reached = goal_reached(model(views), per_view, targeted=targeted, threshold=0.0)
+        holds &= reached.view(len(saved), len(ROBUST_CHECKS)).all(1)
     return holds
 
 
