@@ -106,7 +106,7 @@ def test_out_of_memory_on_one_photo_is_one_error_line(tmp_path, capsys, monkeypa
     (tmp_path / "in").mkdir()
     for seed, name in enumerate(("fits.png", "huge.png", "small.png")):  # one size: one batch of three
         random_image(tmp_path / "in" / name, size=(64, 48), seed=seed)
-    huge = torch.from_numpy(np.asarray(Image.open(tmp_path / "in" / "huge.png"))).permute(2, 0, 1).float() / 255
+    huge = torch.from_numpy(np.array(Image.open(tmp_path / "in" / "huge.png"))).permute(2, 0, 1).float() / 255
     original, batches = scenepriv.methods.protect, []
 
     def protect(images, *args, **kwargs):
