@@ -1,0 +1,46 @@
+"""benchmarks/gpu.py --smoke on the CPU: every code path of the GPU script runs and measures every number."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+
+
+def flatten(node: object, path: str = "") -> dict[str, object]:
+    if not isinstance(node, dict):
+        return {path: node}
+    flat: dict[str, object] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{path}.{key}" if path else key))
+    return flat
+
+
+def test_gpu_script_smoke_run_measures_every_number(tmp_path):
+    output = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--json", str(output)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    results = json.loads(output.read_text())
+    assert results["smoke"] is True and results["device"] == "cpu"
+    batches = results["settings"]["batch_sizes"]
+    assert len(batches) == 2  # the smoke stand-ins for batch 64 and 256
+    expected = {f"protect_224px_images_per_min.bucket_{bucket}.{call}"
+                for bucket in ("off", "on") for call in ("first_call", "best_later_call")}
+    expected |= {f"resnet_ms_per_image_iteration.{precision}.{column}" for precision in ("fp32", "bf16")
+                 for column in [*(f"batch_{batch}" for batch in batches), "one_image_reference"]}
+    expected |= {"resnet_ms_per_image_iteration.paper_loop"}
+    expected |= {f"command_seconds.{run}.{time}" for run in ("one_photo", "folder")
+                 for time in ("wall", "after_model_load")}
+    measured = flatten(results["measurements"])
+    assert set(measured) == expected
+    bad = {path: value for path, value in measured.items()
+           if isinstance(value, bool) or not isinstance(value, float | int) or not (math.isfinite(value) and value > 0)}
+    assert not bad, bad
+    assert results["command_photos"]["one_photo"]["photos"] == 1
+    assert results["command_photos"]["folder"]["photos"] == 2
+    # the table names every part
+    for heading in ("images/minute", "ms per image-iteration", "scenepriv protect --device cpu"):
+        assert heading in done.stdout
