@@ -243,8 +243,8 @@ def test_rerun_resumes_and_recomputes_nothing(tmp_path, tiny_classifier, monkeyp
     evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm"), output, seed=0)
     first = (output / "results.jsonl").read_text()
     calls = []
-    real_protect = evaluate.protect
-    monkeypatch.setattr(evaluate, "protect", lambda images, *a, **k: calls.append(len(images)) or real_protect(
+    real_protect = evaluate.run.protect
+    monkeypatch.setattr(evaluate.run, "protect", lambda images, *a, **k: calls.append(len(images)) or real_protect(
         images, *a, **k))
     evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm"), output, seed=0)
     assert calls == [] and (output / "results.jsonl").read_text() == first

@@ -1,0 +1,259 @@
+"""Reports from the records of results.jsonl: Table 1, Table 2, the paper's numbers beside them, CSV and
+Markdown, Fig. 3 and the trade-off plot (matplotlib imported only when drawn), and summary.md."""
+
+from __future__ import annotations
+
+import csv
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import metrics
+from ..settings import Settings
+from ..zoo import Classifier
+from .datasets import Dataset
+from .rows import ITERATIVE_ROWS, PAPER_ROWS, Row
+
+PAPER_MODEL = "resnet50-places365"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.std(values))
+
+
+def table1(records: list[dict[str, Any]], rows: list[Row], unseen: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per row: images, T1, T5 (%), SSIM, PSNR, BRISQUE, butteraugli (mean and std), unchanged images, iterations,
+    s/image; and T1, T5 of each ``unseen`` model (recorded with ``transfer_to``) as ``T1 <name>``, ``T5 <name>``."""
+    table = []
+    for row in rows:
+        rs = [r for r in records if r["row"] == row.name]
+        if not rs:
+            continue
+        labels, ranked = [r["label"] for r in rs], [r["top5"] for r in rs]
+        ssim = _mean_std([r["ssim"] for r in rs if r["ssim"] is not None])
+        psnr = _mean_std([r["psnr"] for r in rs if r["psnr"] is not None])
+        quality = _mean_std([r["brisque"] for r in rs if r["brisque"] is not None])
+        visible = _mean_std([r["butteraugli"] for r in rs if r.get("butteraugli") is not None])
+        table.append({
+            "row": row.name, "images": len(rs),
+            "T1": metrics.top_k_accuracy(labels, ranked, 1), "T5": metrics.top_k_accuracy(labels, ranked, 5),
+            "SSIM": ssim[0], "SSIM_std": ssim[1], "PSNR": psnr[0], "PSNR_std": psnr[1],
+            "BRISQUE": quality[0], "BRISQUE_std": quality[1], "butteraugli": visible[0], "butteraugli_std": visible[1],
+            "unchanged": 0 if row.method is None else sum(r["psnr"] is None for r in rs),
+            "iterations": float(np.mean([r["iterations"] for r in rs])),
+            "seconds_per_image": float(np.mean([r["seconds"] for r in rs])),
+        })
+        for name in unseen or []:
+            seen = [r for r in rs if name in r.get("transfer", {})]
+            for k in (1, 5):
+                table[-1][f"T{k} {name}"] = metrics.top_k_accuracy(
+                    [r["label"] for r in seen], [r["transfer"][name] for r in seen], k)
+    return table
+
+
+def table2(records: list[dict[str, Any]], rows: list[Row], class_names: list[str]) -> list[dict[str, Any]]:
+    """Per row: irreversibility (mean distance to uniform) and the largest share of one class mapped to one class."""
+    table = []
+    for row in rows:
+        rs = [r for r in records if r["row"] == row.name]
+        if not rs:
+            continue
+        true, assigned = [r["label"] for r in rs], [r["assigned"] for r in rs]
+        share, source, target = metrics.max_mapping_share(true, assigned)
+        table.append({
+            "row": row.name, "classes": len(set(true)), "images": len(rs),
+            "irreversibility": metrics.irreversibility(true, assigned, len(class_names)),
+            "max_share": 100 * share, "from": class_names[source], "to": class_names[target],
+        })
+    return table
+
+
+def paper_tables() -> tuple[dict[str, dict[str, str]], dict[str, float]]:
+    """The paper's Table 1 by row name and Table 2 by row name (ResNet-50, Places365 private test images)."""
+    data = resources.files("scenepriv") / "data"
+
+    def rows(name: str) -> list[dict[str, str]]:
+        lines = [line for line in (data / name).read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+        return list(csv.DictReader(lines))
+
+    by_key = {row.paper: row.name for row in PAPER_ROWS}
+    first = {by_key[(r["method"], r["iterations"])]: r for r in rows("table1_resnet50_places365.csv")}
+    second = {by_key[(r["method"], "adaptive")]: float(r["distance"]) for r in rows("table2_irreversibility.csv")}
+    return first, second
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+TABLE1_COLUMNS = [("T1", 2), ("T5", 2), ("SSIM", 3), ("PSNR", 2), ("BRISQUE", 2), ("butteraugli", 2)]
+
+
+def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str]] | None = None) -> str:
+    lines = ["| Method | T1 ↓ | T5 ↓ | SSIM ↑ | PSNR ↑ | BRISQUE ↓ | butteraugli ↓ | images | unchanged | iterations "
+             "| s/image |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def with_std(entry: dict[str, Any], key: str, digits: int) -> str:
+        mean, std = _cell(entry.get(key), digits), _cell(entry.get(f"{key}_std"), digits)
+        return f"{mean} ({std})" if mean and std else mean
+
+    unseen = [key for key in (table[0] if table else {}) if key.startswith(("T1 ", "T5 "))]  # --transfer-to
+    if unseen:
+        lines = [lines[0] + "".join(f" {key} ↓ |" for key in unseen), lines[1] + "---:|" * len(unseen)]
+    for entry in table:
+        cells = [with_std(entry, key, digits) for key, digits in TABLE1_COLUMNS]
+        lines.append(f"| {entry['row']} | {' | '.join(cells)} | {entry['images']} | {entry['unchanged']} "
+                     f"| {entry['iterations']:.1f} | {entry['seconds_per_image']:.3f} |"
+                     + "".join(f" {_cell(entry[key], 2)} |" for key in unseen))
+        if paper and entry["row"] in paper:
+            numbers = {key: float(value) if value else None for key, value in paper[entry["row"]].items()
+                       if key not in ("method", "iterations")}
+            cells = [with_std(numbers, key, digits) for key, digits in TABLE1_COLUMNS]
+            lines.append(f"| *{entry['row']} (paper)* | {' | '.join(cells)} | 3000 | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _table2_markdown(table: list[dict[str, Any]], paper: dict[str, float] | None = None) -> str:
+    header = ["Method", "distance to uniform ↓", *(["paper"] if paper else []),
+              "largest share of one class to one class", "classes", "images"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for entry in table:
+        paper_cell = [_cell(paper.get(entry["row"]), 4)] if paper else []
+        cells = [entry["row"], f"{entry['irreversibility']:.4f}", *paper_cell,
+                 f"{entry['max_share']:.0f}% ({entry['from']} -> {entry['to']})", str(entry["classes"]),
+                 str(entry["images"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, table: list[dict[str, Any]], digits: int = 4) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(table[0]) if table else ["row"])
+        writer.writeheader()
+        for entry in table:
+            writer.writerow({k: _cell(v, digits) if isinstance(v, float) else v for k, v in entry.items()})
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def figure_histograms(records: list[dict[str, Any]], rows: list[Row], num_classes: int, path: Path) -> None:
+    """Fig. 3: how often each class is the assigned class, one panel per iterative method (else per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    names = [row.name for row in rows]
+    panels = [name for name in ITERATIVE_ROWS if name in names] or names
+    figure, axes = pyplot.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), squeeze=False)
+    for letter, name, axis in zip("abcdefghijklmnop", panels, axes[:, 0], strict=False):
+        assigned = [r["assigned"] for r in records if r["row"] == name]
+        counts = np.bincount(np.asarray(assigned, dtype=np.int64), minlength=num_classes)
+        axis.bar(np.arange(num_classes), 100 * counts / max(len(assigned), 1), width=1.0, color="tab:blue")
+        axis.set_xlim(-0.5, num_classes - 0.5)
+        axis.set_title(f"({letter}) {name}: {len(assigned)} images", fontsize=9)
+        axis.set_ylabel("frequency (%)")
+    axes[-1, 0].set_xlabel("assigned class (index)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+def figure_tradeoff(table: list[dict[str, Any]], path: Path) -> None:
+    """Top-5 accuracy (lower protects more) against PSNR (higher looks better), one point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axis = pyplot.subplots(figsize=(6, 4.5))
+    points: dict[tuple[float, float], list[str]] = {}  # rows at the same place share one label
+    for entry in table:
+        if entry["row"] == "Orig.":
+            axis.axhline(entry["T5"], color="grey", linestyle="--", linewidth=1)
+            axis.annotate("Orig. (no perturbation)", (0.01, entry["T5"]), xycoords=("axes fraction", "data"),
+                          fontsize=8, color="grey", va="bottom")
+        elif not math.isnan(entry["PSNR"]):  # NaN: every image unchanged, no finite PSNR
+            points.setdefault((round(entry["PSNR"], 1), round(entry["T5"], 1)), []).append(entry["row"])
+    placed: list[tuple[float, float]] = []
+    for (psnr, top5), names in sorted(points.items()):
+        neighbours = sum(abs(psnr - x) < 1.5 and abs(top5 - y) < 4 for x, y in placed)  # stack close labels
+        axis.scatter(psnr, top5, color="tab:blue")
+        axis.annotate(", ".join(names), (psnr, top5), textcoords="offset points", xytext=(4, 4 - 11 * neighbours),
+                      fontsize=8)
+        placed.append((psnr, top5))
+    axis.margins(x=0.2, y=0.1)  # room for the labels
+    axis.set_xlabel("PSNR (dB) ↑")
+    axis.set_ylabel("top-5 accuracy (%) ↓")
+    axis.set_title("Protection against image quality")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def _summary(dataset: Dataset, classifier: Classifier, rows: list[Row], first: list[dict[str, Any]],
+             second: list[dict[str, Any]], seed: int | None) -> str:
+    settings = Settings()
+    classes = len({item.label for item in dataset.items}) if dataset.labelled else None
+    height, width = classifier.input_size
+    lines = [
+        f"# scenepriv evaluate: {dataset.root}", "",
+        f"- model: {classifier.name} ({classifier.num_classes} classes), resize {classifier.resize!r}",
+        f"- dataset: {dataset.root} ({dataset.layout}), {len(dataset.items)} images"
+        + (f" in {classes} classes" if classes else "")
+        + (", the 60 private classes of MediaEval 2018 only" if dataset.private_classes else ""),
+    ]
+    if dataset.labelled:
+        lines.append(f"- labels: from the {dataset.layout}")
+    else:
+        lines.append("- labels: **the classifier's clean top-1** (unlabelled folder), so the original top-1 accuracy "
+                     "is 100% by construction and irreversibility is measured per clean class")
+    lines += [
+        f"- images: each photo resized to {width}x{height} ({classifier.resize}) and rounded to 8 bits (Orig.); every "
+        "metric is computed on the 8-bit images as saved",
+        f"- settings: eps {settings.eps}, at most {settings.max_iter} iterations, threshold {settings.threshold}, "
+        f"sigma {settings.sigma}, seed {seed if seed is not None else 'none (unpredictable targets)'}",
+        "",
+    ]
+    paper1, paper2 = paper_tables() if classifier.name == PAPER_MODEL else (None, None)
+    if paper1 is None:
+        lines += ["The paper's numbers are for ResNet-50 on the 3,000 private test images of Places365 and are not "
+                  f"comparable with {classifier.name}'s; they are left out.", ""]
+    lines += ["## Table 1: accuracy and image quality", "",
+              "T1/T5: top-1/top-5 accuracy (%) against the labels; SSIM, PSNR (dB), BRISQUE, butteraugli (how "
+              "visible, about 1: not noticeable): mean (standard deviation) over images. *unchanged*: images "
+              "identical to the original (infinite PSNR, left out of the PSNR mean).", "",
+              _table1_markdown(first, paper1),
+              "## Table 2: irreversibility", "",
+              "Mean over true classes of the Euclidean distance between the distribution of the assigned class "
+              "(final top-1) and the uniform distribution over all classes: the lower, the harder to recover the "
+              "true class. With few images per class the distance cannot be small (at least about "
+              "sqrt(1/n) for n images per class).", "", _table2_markdown(second, paper2),
+              "BRISQUE comes from OpenCV's implementation with the LIVE model; the paper's came from MATLAB, so "
+              "absolute values differ by a few points while rankings agree.", ""]
+    return "\n".join(lines)
+
+
+def write_reports(records: list[dict[str, Any]], dataset: Dataset, classifier: Classifier, rows: list[Row],
+                  output: Path, *, seed: int | None = None, unseen: list[str] | None = None) -> None:
+    """Write the tables (CSV and Markdown), the figures and summary.md of these records into ``output``."""
+    first, second = table1(records, rows, unseen), table2(records, rows, classifier.labels)
+    _write_csv(output / "table1.csv", first)
+    _write_csv(output / "table2.csv", second)
+    (output / "table1.md").write_text(_table1_markdown(first), encoding="utf-8")
+    (output / "table2.md").write_text(_table2_markdown(second), encoding="utf-8")
+    figure_histograms(records, rows, classifier.num_classes, output / "fig3_target_histograms.png")
+    figure_tradeoff(first, output / "tradeoff.png")
+    (output / "summary.md").write_text(_summary(dataset, classifier, rows, first, second, seed), encoding="utf-8")
