@@ -324,9 +324,9 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
         yield item
 
 
-def most_changed_crop(original: np.ndarray, protected: np.ndarray, size: int = 256, gap: int = 8) -> np.ndarray:
-    """Original and protected side by side at 100%: the ``size`` x ``size`` window (or the whole photo, if
-    smaller) where the perturbation is largest, so a person can judge it where it shows most. (H, W, 3) uint8."""
+def most_changed_box(original: np.ndarray, protected: np.ndarray, size: int = 256) -> tuple[slice, slice]:
+    """The rows and columns of the ``size`` x ``size`` window (or the whole photo, if smaller) where the
+    perturbation between two (H, W, 3) uint8 photos is largest: where a person should look to judge it."""
     height, width = original.shape[:2]
     rows, columns = min(size, height), min(size, width)
     change = np.abs(protected.astype(np.int16) - original.astype(np.int16)).sum(2, dtype=np.int64)
@@ -334,7 +334,15 @@ def most_changed_crop(original: np.ndarray, protected: np.ndarray, size: int = 2
     totals = (summed[rows:, columns:] - summed[:-rows, columns:] - summed[rows:, :-columns]
               + summed[:-rows, :-columns])
     top, left = np.unravel_index(int(totals.argmax()), totals.shape)
-    window = (slice(top, top + rows), slice(left, left + columns))
+    return slice(int(top), int(top) + rows), slice(int(left), int(left) + columns)
+
+
+def most_changed_crop(original: np.ndarray, protected: np.ndarray, size: int = 256, gap: int = 8) -> np.ndarray:
+    """Original and protected side by side at 100%: the window of :func:`most_changed_box`, so a person can
+    judge the perturbation where it shows most. (H, W, 3) uint8."""
+    window = most_changed_box(original, protected, size)
+    crop = original[window]
+    rows, columns = crop.shape[:2]
     canvas = np.full((rows, 2 * columns + gap, 3), 255, dtype=np.uint8)
-    canvas[:, :columns], canvas[:, columns + gap:] = original[window], protected[window]
+    canvas[:, :columns], canvas[:, columns + gap:] = crop, protected[window]
     return canvas
