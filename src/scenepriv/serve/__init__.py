@@ -1,0 +1,74 @@
+"""``scenepriv serve``: a web page on this computer to protect photos, check them and download them.
+
+:func:`create_app` builds the FastAPI application (tests pass it a classifier); :func:`run` serves it with uvicorn
+on 127.0.0.1 unless told otherwise. Photos are protected through :func:`scenepriv.pipeline.protect_files`, as
+on the command line.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .app import ModelSource, create_app
+
+__all__ = ["create_app", "is_loopback", "run"]
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address only this computer reaches (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``; OSError (the port in use, an address not of this computer) said
+    in one line by the caller."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    infos = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM)
+    server = socket.socket(infos[0][0], socket.SOCK_STREAM)
+    try:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(infos[0][4])
+        server.listen(128)
+    except OSError:
+        server.close()
+        raise
+    return server
+
+
+def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | None = None,
+        host: str = "127.0.0.1", port: int = 8765, strength: str = "low", max_upload_mb: float = 50,
+        say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> int:
+    """Serve the page until interrupted (Ctrl+C). A host that is not a loopback address is ``warn``-ed about:
+    anyone who reaches it can use the page."""
+    import uvicorn
+
+    from ..settings import ScenePrivError
+
+    loopback = is_loopback(host)
+    if not loopback:
+        warn(f"--host {host} is not a loopback address: anyone on the networks it reaches can upload photos to "
+             "this page and download the results; use it only on a network you trust")
+    try:
+        listening = bound_socket(host, port)
+    except OSError as error:
+        raise ScenePrivError(f"cannot listen on {host} port {port}: {error.strerror or error}"
+                             + ("; choose another --port" if error.errno == errno.EADDRINUSE else "")) from None
+    app = create_app(models, other_models=other_models, strength=strength, max_upload_mb=max_upload_mb,
+                     allowed_hosts=[*LOOPBACK_NAMES, host] if loopback else None)
+    shown_host = f"[{host}]" if ":" in host else host
+    say(f"scenepriv serve: open http://{shown_host}:{listening.getsockname()[1]}/ in a browser "
+        "(photos stay on this computer; Ctrl+C stops the server and deletes them)")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    server.run(sockets=[listening])
+    return 0

@@ -1,0 +1,307 @@
+// scenepriv serve: pick photos, upload them as one job, follow its progress, compare, check and download.
+// Plain browser JavaScript, no library; every request goes to the server that served this page.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const HEADERS = { "X-Scenepriv": "1" };  // the server refuses changes without it (another site cannot send it)
+let config = null;
+let chosen = [];      // File objects to upload
+let jobId = null;
+let timer = null;
+const cards = new Map();  // file index -> its card's elements
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function megabytes(bytes) { return `${(bytes / 1048576).toFixed(1)} MB`; }
+function percent(p) { return `${Math.round(100 * p)}%`; }
+function extension(name) { const dot = name.lastIndexOf("."); return dot < 0 ? "" : name.slice(dot).toLowerCase(); }
+
+// --- choosing photos ---------------------------------------------------------------------------------------------
+
+function problemOf(file) {
+  if (!config.formats.includes(extension(file.name))) return "not a photo this page takes (JPEG, PNG, HEIC, WebP)";
+  if (file.size > config.max_upload_mb * 1048576) return `larger than the ${config.max_upload_mb} MB a photo may have here`;
+  return null;
+}
+
+function addFiles(files) {
+  for (const file of files) {
+    if (!chosen.some((f) => f.name === file.name && f.size === file.size)) chosen.push(file);
+  }
+  showChosen();
+}
+
+function showChosen() {
+  const list = $("chosen");
+  list.replaceChildren();
+  chosen.forEach((file, i) => {
+    const problem = problemOf(file);
+    const remove = element("button", { type: "button", class: "link", text: "remove", "aria-label": `remove ${file.name}` });
+    remove.addEventListener("click", () => { chosen.splice(i, 1); showChosen(); });
+    list.append(element("li", problem ? { class: "refused" } : {}, element("span", { text: file.name }),
+      element("small", { text: problem ? ` ${problem} (will be left out)` : ` ${megabytes(file.size)}` }), " ", remove));
+  });
+  $("start").disabled = !chosen.some((file) => !problemOf(file));
+}
+
+function setUpPicking() {
+  const drop = $("drop");
+  $("files").addEventListener("change", (event) => { addFiles(event.target.files); event.target.value = ""; });
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => { event.preventDefault(); addFiles(event.dataTransfer.files); });
+  // a photo dropped beside the zone must not make the browser leave the page to show it
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+function showStrengths() {
+  const box = $("strengths");
+  for (const strength of config.strengths) {
+    const input = element("input", { type: "radio", name: "strength", value: strength.name, id: `strength-${strength.name}` });
+    input.checked = strength.name === config.strength;
+    box.append(element("label", { for: input.id }, input, element("strong", { text: ` ${strength.name}` }),
+      element("span", { text: strength.help ? `: ${strength.help}` : "" })));
+  }
+}
+
+// --- one job -----------------------------------------------------------------------------------------------------
+
+function start() {
+  const form = new FormData();
+  const taken = chosen.filter((file) => !problemOf(file));
+  for (const file of taken) form.append("files", file, file.name);
+  form.append("strength", document.querySelector("input[name=strength]:checked").value);
+  $("start").disabled = true;
+  $("message").textContent = "";
+  const bar = $("upload");
+  bar.hidden = false;
+  const request = new XMLHttpRequest();
+  request.open("POST", "/api/jobs");
+  for (const [key, value] of Object.entries(HEADERS)) request.setRequestHeader(key, value);
+  request.upload.addEventListener("progress", (event) => { if (event.lengthComputable) bar.value = event.loaded / event.total; });
+  request.addEventListener("load", () => {
+    bar.hidden = true;
+    let answer = {};
+    try { answer = JSON.parse(request.responseText); } catch { answer = { detail: request.statusText }; }
+    if (request.status !== 201) {
+      $("message").textContent = answer.detail || `the server answered ${request.status}`;
+      $("start").disabled = false;
+      return;
+    }
+    const refused = chosen.filter((file) => problemOf(file)).map((file) => `${file.name}: ${problemOf(file)}`);
+    follow(answer, refused);
+  });
+  request.addEventListener("error", () => {
+    bar.hidden = true;
+    $("message").textContent = "the scenepriv server cannot be reached: is it still running?";
+    $("start").disabled = false;
+  });
+  request.send(form);
+}
+
+function follow(view, refusedHere = []) {
+  jobId = view.id;
+  sessionStorage.setItem("scenepriv-job", jobId);
+  $("pick").hidden = true;
+  $("job").hidden = false;
+  $("results").replaceChildren();
+  cards.clear();
+  for (const message of refusedHere) $("results").append(element("p", { class: "error", text: message }));
+  show(view);
+  poll();
+}
+
+async function poll() {
+  clearTimeout(timer);
+  if (!jobId) return;
+  let view;
+  try {
+    const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`);
+    if (response.status === 404) { gone("These photos are no longer on the server (expired, or the server was restarted)."); return; }
+    view = await response.json();
+  } catch {
+    $("job-state").textContent = "the scenepriv server cannot be reached: is it still running?";
+    timer = setTimeout(poll, 3000);
+    return;
+  }
+  show(view);
+  timer = setTimeout(poll, view.state === "done" ? 15000 : 700);
+}
+
+function gone(message) {
+  sessionStorage.removeItem("scenepriv-job");
+  $("job-state").textContent = message;
+  $("zip").hidden = true;
+  $("forget").hidden = true;
+  for (const card of cards.values()) card.download.hidden = true;
+}
+
+function show(view) {
+  const working = view.files.find((file) => file.state === "protecting" || file.state === "checking");
+  let state;
+  if (view.state === "waiting") state = view.ahead ? `Waiting: ${view.ahead} job${view.ahead > 1 ? "s" : ""} ahead of yours` : "Starting";
+  else if (view.state === "running") {
+    const doing = working ? `${working.state === "checking" ? "Checking" : "Protecting"} ${working.name}` : "Working";
+    state = `${doing}: ${view.done} of ${view.total} finished`;
+  }
+  else {
+    const protectedCount = view.files.filter((file) => file.state === "done").length;
+    state = `Done: ${protectedCount} of ${view.total} photo${view.total > 1 ? "s" : ""} protected`;
+  }
+  $("job-state").textContent = state;
+  $("progress").value = view.total ? view.done / view.total : 0;
+  for (const file of view.files) showFile(file);
+  const zip = $("zip");
+  zip.hidden = !view.zip;
+  if (view.zip) zip.href = view.zip;
+  $("forget").hidden = view.files_removed;
+  $("kept").textContent = view.files_removed
+    ? "The photos have been deleted from the server (downloaded). The results above stay on this page."
+    : view.expires_in != null
+      ? `The server deletes these photos once you download the zip or every photo, or in ${Math.max(1, Math.round(view.expires_in / 60))} min, or when it stops.`
+      : "";
+}
+
+const STATES = { waiting: "waiting", protecting: "protecting…", checking: "checking…", done: "done", failed: "not protected" };
+
+function showFile(file) {
+  let card = cards.get(file.index);
+  if (!card) {
+    const node = element("article", { class: "photo", "data-index": String(file.index) });
+    card = { node, title: element("h3", { text: file.name }), state: element("span", { class: "state" }),
+      message: element("p", { class: "error" }), body: element("div"), download: null, filled: false };
+    node.append(element("div", { class: "row" }, card.title, card.state), card.message, card.body);
+    $("results").append(node);
+    cards.set(file.index, card);
+  }
+  card.node.dataset.state = file.state;
+  card.state.textContent = STATES[file.state] || file.state;
+  card.message.textContent = file.message || "";
+  if (file.result && !card.filled) {
+    card.filled = true;
+    fillResult(card, file);
+  }
+  if (card.download) card.download.hidden = !file.download;
+}
+
+function fillResult(card, file) {
+  const result = file.result;
+  const verdict = result.success ? "protected" : result.top1_changed ? "changed, goal not reached" : "not protected";
+  card.state.textContent = verdict;
+  card.node.dataset.verdict = result.success ? "protected" : "missed";
+  card.body.append(
+    element("p", {}, "The classifier saw ", element("strong", { text: result.before.name }),
+      ` (${percent(result.before.probability)}); now it sees `, element("strong", { text: result.after.name }),
+      ` (${percent(result.after.probability)}).`),
+    compare(result),
+    checks(result),
+  );
+  const visible = result.butteraugli == null ? "" : ` Butteraugli ${result.butteraugli.toFixed(2)} (about 1: not visible).`;
+  card.body.append(element("p", { class: "note", text:
+    `${result.iterations} iterations; PSNR ${result.psnr == null ? "∞" : result.psnr.toFixed(1)} dB.${visible}` }));
+  for (const warning of result.warnings) card.body.append(element("p", { class: "note", text: `note: ${warning}` }));
+  card.download = element("a", { class: "button download", href: file.download || "#", download: file.output_name,
+    text: `Download ${file.output_name}` });
+  card.download.addEventListener("click", () => setTimeout(poll, 1500));
+  card.body.append(element("p", {}, card.download));
+}
+
+function compare(result) {
+  const crop = result.crop;
+  const frame = element("div", { class: "frame" });
+  const before = element("img", { src: crop.before, width: crop.width, height: crop.height, alt: "original", draggable: "false" });
+  const after = element("img", { src: crop.after, width: crop.width, height: crop.height, alt: "protected", class: "after", draggable: "false" });
+  const handle = element("div", { class: "handle" });
+  frame.append(before, after, handle);
+  const slider = element("input", { type: "range", min: "0", max: "100", value: "50", step: "0.5",
+    "aria-label": "slide between the original (left) and the protected photo (right)" });
+  const set = (at) => { frame.style.setProperty("--at", `${at}%`); slider.value = String(at); };
+  slider.addEventListener("input", () => set(Number(slider.value)));
+  const drag = (event) => {
+    if (event.type === "pointermove" && !event.buttons) return;
+    const box = frame.getBoundingClientRect();
+    set(Math.min(100, Math.max(0, (100 * (event.clientX - box.left)) / box.width)));
+  };
+  frame.addEventListener("pointerdown", drag);
+  frame.addEventListener("pointermove", drag);
+  let zoom = 1;
+  const zoomButton = element("button", { type: "button", class: "secondary small", text: "zoom 200%" });
+  const size = () => { frame.style.width = `${crop.width * zoom}px`; frame.style.height = `${crop.height * zoom}px`; };
+  zoomButton.addEventListener("click", () => {
+    zoom = zoom === 1 ? 2 : 1;
+    zoomButton.textContent = zoom === 1 ? "zoom 200%" : "zoom 100%";
+    frame.classList.toggle("zoomed", zoom === 2);
+    size();
+  });
+  size();
+  set(50);
+  return element("figure", { class: "compare" }, frame, slider,
+    element("figcaption", {}, element("span", { text: "◀ original" }),
+      element("span", { text: `the most changed ${crop.width}×${crop.height} region at 100%, from (${crop.left}, ${crop.top}) of ${result.size[0]}×${result.size[1]}` }),
+      element("span", { text: "protected ▶" })), zoomButton);
+}
+
+function checks(result) {
+  const models = result.checks.map((verdict) => verdict.model);
+  const head = element("tr", {}, element("th", { text: "top-1 differs from the original's" }),
+    ...models.map((model) => element("th", { text: model })));
+  const rows = result.checks[0].checks.map((row, i) => element("tr", {}, element("td", { text: row.check }),
+    ...result.checks.map((verdict) => {
+      const check = verdict.checks[i];
+      return element("td", { class: check.holds ? "holds" : "fails",
+        title: `original: ${check.original_top1}; protected: ${check.top1}`, text: check.holds ? "✓ holds" : `✗ ${check.top1}` });
+    })));
+  return element("details", { class: "checks", open: "" },
+    element("summary", { text: `Check: holds in ${result.holds} of ${result.checked} tests` +
+      " (re-encoded as a site would, and on other models)" }),
+    element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)));
+}
+
+function again() {
+  clearTimeout(timer);
+  jobId = null;
+  sessionStorage.removeItem("scenepriv-job");
+  chosen = [];
+  showChosen();
+  $("job").hidden = true;
+  $("pick").hidden = false;
+}
+
+async function forget() {
+  if (!jobId) return;
+  await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE", headers: HEADERS });
+  clearTimeout(timer);
+  gone("Deleted from the server.");
+}
+
+async function main() {
+  config = await (await fetch("/api/config")).json();
+  $("formats").textContent = `JPEG, PNG, HEIC, WebP; up to ${config.max_upload_mb} MB each, ${config.max_photos} at once`;
+  const others = config.other_models.length ? `; checked also on ${config.other_models.join(", ")}` : "";
+  if (config.models.length) $("about").append(` Protecting against ${config.models.join(" + ")}${others}.`);
+  showStrengths();
+  setUpPicking();
+  $("start").addEventListener("click", start);
+  $("again").addEventListener("click", again);
+  $("forget").addEventListener("click", forget);
+  const earlier = sessionStorage.getItem("scenepriv-job");  // this tab's job, after a reload
+  if (earlier) {
+    const response = await fetch(`/api/jobs/${encodeURIComponent(earlier)}`);
+    if (response.ok) follow(await response.json());
+    else sessionStorage.removeItem("scenepriv-job");
+  }
+}
+
+main();
