@@ -2,12 +2,14 @@
 
     python benchmarks/robustness.py PHOTO_FOLDER [--strength medium] [--robust] [--eps 1/255]
         [--model efficientnet-lite0[,efficientnet-lite1]] [--judges efficientnet-lite1,efficientnet-lite2]
-        [--json results.jsonl]
+        [--set momentum=1 --set diversity=2 ...] [--json results.jsonl]
 
 Protects every photo of the folder at full size with p-fgsm or away (the settings of ``--strength``,
 options given beside it win), then checks the originals and the protected photos under every verify check (JPEG
 25/50/75/95 or none, scale 0.5/1, four resamplers) on the model(s) protected against, and the top-1 of
-other models (``--judges``) on the saved files. Prints butteraugli (median, max), PSNR, SSIM, iterations,
+other models (``--judges``) on the saved files. ``--set NAME=VALUE`` sets any field of ``scenepriv.Settings``
+(``none`` for None), e.g. the transfer options ``diversity``, ``momentum``, ``smoothing``.
+Prints butteraugli (median, max), PSNR, SSIM, iterations,
 seconds per photo, the share of photos protected, the share whose top-1 differs from the original's under
 each check, and each judge's share; ``--json`` appends the numbers as one JSON line.
 """
@@ -28,7 +30,7 @@ import scenepriv
 from scenepriv import metrics, verify
 from scenepriv.images import find_images, load_photo
 from scenepriv.methods import to_uint8
-from scenepriv.settings import STRENGTHS
+from scenepriv.settings import RESAMPLERS, STRENGTHS
 
 
 def main() -> None:
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--judges", default="", help="other models whose top-1 is checked on the saved files")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                         help="of the classifiers that protect; the checks always classify in fp32")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any setting, e.g. momentum=1 or diversity=2 (none: None); wins over the strength's")
+    parser.add_argument("--no-checks", action="store_true", help="skip the re-encoding checks (quicker, for tuning)")
     parser.add_argument("--json", type=Path, help="append the results to this JSON-lines file")
     args = parser.parse_args()
 
@@ -55,8 +60,14 @@ def main() -> None:
     settings = dict(STRENGTHS[args.strength], **({"eps": args.eps} if args.eps is not None else {}),
                     **({"threshold": args.threshold} if args.threshold is not None else {}))
     settings["robust"] = settings.get("robust", False) or args.robust
-    checks = verify.checks([25, 50, 75, 95], [0.5, 1.0])
-    held: dict[tuple, list[bool]] = defaultdict(list)
+    for assignment in args.set:
+        name, _, text = assignment.partition("=")
+        value = None if text.lower() == "none" else text.lower() == "true" if text.lower() in ("true", "false") \
+            else int(text) if text.lstrip("-").isdigit() else float(Fraction(text))
+        settings[name] = value
+    qualities, scales = [25, 50, 75, 95], [0.5, 1.0]
+    checks = [] if args.no_checks else verify.checks(qualities, scales)
+    verdicts: list[dict] = []  # per photo: a check holds when it holds on every model protected against
     records, seconds, distances, changed = [], [], [], defaultdict(list)
     for path, _ in find_images([args.folder]):
         photo = load_photo(path).pixels
@@ -65,15 +76,10 @@ def main() -> None:
         seconds.append(time.perf_counter() - start)
         records.append(result.records[0])
         distances.append(metrics.butteraugli(to_uint8(photo[None])[0], to_uint8(result.images)[0]))
-        for checker in checkers:  # a check holds when it holds on every model protected against
-            before = verify.top1_under_checks(checker, photo, checks)
-            after = verify.top1_under_checks(checker, result.images[0], checks)
-            for check, original, protected in zip(checks, before, after, strict=True):
-                key = check.quality, check.scale, check.resampler
-                if checker is checkers[0]:
-                    held[key].append(original != protected)
-                else:
-                    held[key][-1] &= original != protected
+        if checks:
+            each = [verify.judge(checker, result.images[0], photo, checks) for checker in checkers]
+            verdicts.append({"checks": [{"check": entry["check"], "holds": all(v["checks"][i]["holds"] for v in each)}
+                                        for i, entry in enumerate(each[0]["checks"])]})
         with torch.inference_mode():
             for name, judge in judges.items():
                 changed[name].append(int(judge(photo[None]).argmax()) != int(judge(result.images).argmax()))
@@ -90,7 +96,7 @@ def main() -> None:
         "psnr": mean([r["psnr"] for r in records]), "ssim": mean([r["ssim"] for r in records]),
         "iterations": mean([r["iterations"] for r in records]), "seconds_per_photo": mean(seconds),
         "judges_top1_changed": {name: mean(values) for name, values in changed.items()},
-        "holds": {f"{'saved' if q is None else f'jpeg{q}'}/x{s:g}/{r}": mean(v) for (q, s, r), v in held.items()},
+        "holds": verify.shares(verdicts),
     }
     changed_shares = summary["judges_top1_changed"]
     print(f"{args.folder}: method={args.method} strength={args.strength} model={args.model} photos={len(records)} "
@@ -98,12 +104,8 @@ def main() -> None:
           f"max={summary['butteraugli_max']} PSNR={summary['psnr']:.2f} dB SSIM={summary['ssim']:.4f} "
           f"iterations={summary['iterations']:.1f} s/photo={summary['seconds_per_photo']:.1f} "
           + " ".join(f"{name} top-1 changed={100 * share:.0f}%" for name, share in changed_shares.items()))
-    resamplers = list(dict.fromkeys(c.resampler for c in checks))
-    print(f"{'holds (% of photos)':<22}" + "".join(f"{r:>20}" for r in resamplers))
-    for quality in [None, 25, 50, 75, 95]:
-        for scale in (0.5, 1.0):
-            label = f"{'as saved' if quality is None else f'JPEG {quality}'}, x{scale:g}"
-            print(f"{label:<22}" + "".join(f"{100 * mean(held[quality, scale, r]):>19.0f}%" for r in resamplers))
+    if checks:
+        print("\n".join(verify.share_table(verdicts, qualities, scales, list(RESAMPLERS), "holds (% of photos)")))
     if args.json:
         with args.json.open("a", encoding="utf-8") as file:
             file.write(json.dumps(summary) + "\n")

@@ -46,9 +46,10 @@ import scenepriv
 from scenepriv.attack import quantise
 from scenepriv.methods import image_generators
 from scenepriv.runtime import keep_freed_memory
+from scenepriv.speed import bf16_is_fast
 from scenepriv.targets import draw_uniform, target_mask
-from scenepriv.zoo import Classifier, resize_to_input
-from scenepriv.zoo.base import bf16_is_fast
+from scenepriv.transforms import resize_to_input
+from scenepriv.zoo import Classifier
 from scenepriv.zoo.places365 import weights_status as places365_weights_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +282,7 @@ def measure_row(model: str, options: Options, batch: int, steps: int, device: to
         start = time.perf_counter()
         protection = pfgsm(classifier, images, 1)  # warm-up: kernels for this batch size (and compilation)
         warmup = time.perf_counter() - start
-        targets = torch.tensor([record["target"]["index"] for record in protection.records], device=device)
+        targets = torch.tensor([record["goal"]["classes"][0]["index"] for record in protection.records], device=device)
         count = min(batch, reference_images)  # one image at a time: its cost does not depend on the batch
         loops: dict[str, Callable[[], Any]] = {"p-fgsm": lambda: pfgsm(classifier, images, steps)}
         if baselines:
@@ -457,7 +458,7 @@ def run_quality(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                 with torch.no_grad():
                     judged = judge(protection.images).double().softmax(1)
                 for record, probabilities in zip(protection.records, judged, strict=True):
-                    target = record["target"]["index"]
+                    target = record["goal"]["classes"][0]["index"]
                     record["fp32_success"] = bool(probabilities.argmax() == target and probabilities[target] >= 0.99)
                     record["seed"] = seed
                 records += protection.records
@@ -470,7 +471,7 @@ def run_quality(args: argparse.Namespace, device: torch.device) -> dict[str, Any
                 "mean_iterations": sum(r["iterations"] for r in records) / count,
                 "mean_psnr": sum(r["psnr"] for r in records if r["psnr"] is not None) / count,
                 "mean_ssim": sum(r["ssim"] for r in records) / count,
-                "seconds": seconds, "targets": [r["target"]["index"] for r in records],
+                "seconds": seconds, "targets": [r["goal"]["classes"][0]["index"] for r in records],
             })
     reference_targets = {s["model"]: s["targets"] for s in summary if s["variant"] == "fp32 plain"}
     header = (f"{'model':<20} {'classifier':<20} {'success':>8} {'fp32 judge':>10} {'top-1 chg':>9} "

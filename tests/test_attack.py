@@ -46,8 +46,7 @@ def test_batched_equals_one_by_one_with_the_same_seed(tiny_classifier, random_im
         alone = scenepriv.protect(random_images[i : i + 1], tiny_classifier, method, seed=7, max_iter=20)
         assert torch.equal(alone.images[0], batched.images[i])
         assert alone.records[0]["iterations"] == batched.records[i]["iterations"]
-        key = next(k for k in ("target", "label", "away_from") if k in batched.records[i])
-        assert alone.records[0][key] == batched.records[i][key]
+        assert alone.records[0]["goal"] == batched.records[i]["goal"]
 
 
 def test_images_of_one_batch_stop_at_different_iterations_at_their_first_success(tiny_classifier, random_images):
@@ -56,7 +55,7 @@ def test_images_of_one_batch_stop_at_different_iterations_at_their_first_success
     assert len(set(iterations)) > 1
     for i, record in enumerate(result.records):
         if record["success"]:
-            assert record["final_top5"][0]["index"] == record["target"]["index"]
+            assert record["final_top5"][0]["index"] == record["goal"]["classes"][0]["index"]
             assert record["final_top5"][0]["probability"] >= 0.99
             # one step fewer and the same image does not reach the goal: it stopped at the first success
             shorter = scenepriv.protect(random_images[i : i + 1], tiny_classifier, "p-fgsm", seed=3,
@@ -73,7 +72,7 @@ def _gradient_sign(classifier, x, label):
 def test_one_pfgsm_step_descends_the_loss_of_its_target(tiny_classifier, random_images):
     x = random_images[:1]
     result = scenepriv.protect(x, tiny_classifier, "p-fgsm", seed=0, max_iter=1)
-    target = result.records[0]["target"]["index"]
+    target = result.records[0]["goal"]["classes"][0]["index"]
     expected = quantise((x - 0.007 * _gradient_sign(tiny_classifier, x, target)).clamp(0, 1))
     assert torch.equal(result.images, expected)
 
@@ -87,14 +86,14 @@ def test_fgsm_repeats_its_first_ascent_step_k_times(tiny_classifier, random_imag
         expected = (expected + 0.007 * sign).clamp(0, 1)
     result = scenepriv.protect(x, tiny_classifier, "fgsm", seed=0, iterations=4)
     assert torch.equal(result.images, quantise(expected))
-    assert result.records[0]["iterations"] == 4 and result.records[0]["label"]["index"] == label
+    assert result.records[0]["iterations"] == 4 and result.records[0]["goal"]["classes"][0]["index"] == label
 
 
 def test_nfgsm_uses_the_given_true_label(tiny_classifier, random_images):
     labels = torch.full((len(random_images),), 3)
     result = scenepriv.protect(random_images, tiny_classifier, "n-fgsm", labels=labels, seed=0)
     for record in result.records:
-        assert record["label"]["index"] == 3
+        assert record["goal"]["classes"][0]["index"] == 3
         assert record["success"] == (record["final_top5"][0]["index"] != 3)
 
 
@@ -109,18 +108,19 @@ def test_rfgsm_never_targets_the_clean_top1_and_lfgsm_targets_the_least_likely(t
     with torch.no_grad():
         probabilities = tiny_classifier(random_images).softmax(1)
     for seed in range(10):
-        records = scenepriv.protect(random_images, tiny_classifier, "r-fgsm", seed=seed, max_iter=0).records
-        assert all(r["target"]["index"] != int(p.argmax()) for r, p in zip(records, probabilities, strict=True))
-    records = scenepriv.protect(random_images, tiny_classifier, "l-fgsm", seed=0, max_iter=0).records
-    assert [r["target"]["index"] for r in records] == probabilities.argmin(1).tolist()
+        goals = scenepriv.protect(random_images, tiny_classifier, "r-fgsm", seed=seed, max_iter=0).goals
+        assert all(int(g) != int(p.argmax()) for g, p in zip(goals, probabilities, strict=True))
+    result = scenepriv.protect(random_images, tiny_classifier, "l-fgsm", seed=0, max_iter=0)
+    assert result.toward and result.goals.tolist() == probabilities.argmin(1).tolist()
+    assert [r["goal"]["classes"][0]["index"] for r in result.records] == probabilities.argmin(1).tolist()
 
 
 def test_targets_without_a_seed_are_unpredictable_and_with_a_seed_reproducible(tiny_classifier, random_images):
     x = random_images[:1]
-    unseeded = {scenepriv.protect(x, tiny_classifier, "r-fgsm", max_iter=0).records[0]["target"]["index"]
+    unseeded = {int(scenepriv.protect(x, tiny_classifier, "r-fgsm", max_iter=0).goals[0])
                 for _ in range(12)}
     assert len(unseeded) > 1
-    seeded = {scenepriv.protect(x, tiny_classifier, "r-fgsm", seed=5, max_iter=0).records[0]["target"]["index"]
+    seeded = {int(scenepriv.protect(x, tiny_classifier, "r-fgsm", seed=5, max_iter=0).goals[0])
               for _ in range(5)}
     assert len(seeded) == 1
 
@@ -179,7 +179,8 @@ def test_pfgsm_targets_come_from_the_private_set_only(tiny_classifier, random_im
     for seed in range(5):
         records = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=seed, sigma=0.9, max_iter=0).records
         for i, record in enumerate(records):
-            assert allowed[i, record["target"]["index"]] and record["target"]["mass_above"] > 0.9
+            target = record["goal"]["classes"][0]
+            assert allowed[i, target["index"]] and target["mass_above"] > 0.9
 
 
 # --- ensembles ----------------------------------------------------------------------------------------------------
@@ -202,8 +203,8 @@ def test_ensemble_targets_obey_eq10_for_every_model_and_success_needs_every_mode
         clean = [model(random_images).double().softmax(1) for model in models]
         final = [model(result.images).double().softmax(1) for model in models]
     for i, record in enumerate(result.records):
-        target = record["target"]["index"]
-        if not record["target"]["fallback_least_likely"]:
+        target = record["goal"]["classes"][0]["index"]
+        if not record["goal"]["fallback_least_likely"]:
             for probabilities in clean:  # Eq. 10 holds for each model, not only for the first
                 assert targets.mass_ranked_above(probabilities)[i, target] > 0.5
         fooled = [int(p[i].argmax()) == target and float(p[i, target]) >= 0.6 for p in final]
@@ -248,7 +249,7 @@ def test_away_moves_the_top1_out_of_the_likely_classes(tiny_classifier, random_i
     likely = ~targets.private_target_set(clean, 0.5)  # the classes within the top half of the probability
     assert any(r["success"] for r in result.records)
     for i, record in enumerate(result.records):
-        assert sorted(a["index"] for a in record["away_from"]) == likely[i].nonzero().squeeze(1).tolist()
+        assert sorted(a["index"] for a in record["goal"]["classes"]) == likely[i].nonzero().squeeze(1).tolist()
         outside = float(final[i][~likely[i]].sum())
         assert record["success"] == (not bool(likely[i, int(final[i].argmax())]) and outside >= 0.6), i
 
@@ -262,7 +263,7 @@ def test_away_from_an_ensemble_avoids_what_any_model_finds_likely(random_images)
         clean = torch.stack([m(random_images).double().softmax(1) for m in models])
     union = (~targets.private_target_set(clean[0], 0.5)) | (~targets.private_target_set(clean[1], 0.5))
     for i, record in enumerate(result.records):
-        assert sorted(a["index"] for a in record["away_from"]) == union[i].nonzero().squeeze(1).tolist()
+        assert sorted(a["index"] for a in record["goal"]["classes"]) == union[i].nonzero().squeeze(1).tolist()
 
 
 # --- batch shapes -------------------------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_c
     runs = {}
     for bucket in (False, True):
         shapes.clear()
-        runs[bucket] = sign_step_loop(images, counted, labels, targeted=True, eps=0.01, steps=30, early_stop=True,
+        runs[bucket] = sign_step_loop(images, counted, labels, targeted=True, eps=0.01, steps=30,
                                       threshold=0.9, bucket=bucket)
         runs[bucket, "shapes"] = set(shapes)
     plain, bucketed = runs[False], runs[True]

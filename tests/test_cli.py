@@ -29,7 +29,7 @@ from scenepriv.images import load_photo
 
 EXAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "examples" / "photos"
 DEFAULT_RUN_PHOTOS = ("home.jpg", "leuvenA.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg")
-REPORT_FIELDS = {"file", "output", "method", "clean_top5", "target", "iterations", "success", "final_top5",
+REPORT_FIELDS = {"file", "output", "method", "clean_top5", "goal", "iterations", "success", "final_top5",
                  "linf", "l2", "psnr", "ssim"}
 
 
@@ -156,7 +156,7 @@ def test_default_run_changes_what_the_classifier_sees(default_run, embedded_clas
         # The report describes the same classifications: clean top-1 on the photo, target on the saved PNG.
         # (bf16 on CPUs that run it natively can swap two classes whose probabilities nearly tie.)
         assert clean in [entry["index"] for entry in record["clean_top5"][:2]]
-        assert record["final_top5"][0]["index"] == protected == record["target"]["index"]
+        assert record["final_top5"][0]["index"] == protected == record["goal"]["classes"][0]["index"]
 
 
 def test_default_run_report_has_one_complete_record_per_photo(default_run):
@@ -167,10 +167,11 @@ def test_default_run_report_has_one_complete_record_per_photo(default_run):
         assert REPORT_FIELDS <= record.keys()
         assert Path(record["output"]) == default_run["outdir"] / f"{Path(record['file']).stem}.png"
         assert record["method"] == "p-fgsm" and record["settings"]["sigma"] == 0.99
-        target = record["target"]
+        assert record["goal"]["toward"] is True and len(record["goal"]["classes"]) == 1
+        target = record["goal"]["classes"][0]
         assert {"index", "name", "rank", "mass_above"} <= target.keys()
         # Eq. 10: the target is drawn among the classes whose higher-ranked classes hold more than sigma.
-        assert target["mass_above"] > 0.99 or target["fallback_least_likely"] is True
+        assert target["mass_above"] > 0.99 or record["goal"]["fallback_least_likely"] is True
         assert target["rank"] >= 1
         assert 1 <= record["iterations"] <= 50
         assert record["success"] is True

@@ -164,9 +164,9 @@ def test_a_report_cut_off_mid_line_does_not_swallow_the_next_record(tmp_path, ca
 def test_report_naming_an_input_photo_is_refused(tmp_path, capsys):
     photo = random_image(tmp_path / "a.png")
     before = photo.read_bytes()
-    with pytest.raises(SystemExit) as caught:
-        main(["protect", str(photo), "-o", str(tmp_path / "out"), "--report", str(photo)])
-    assert str(caught.value.code).startswith("error: --report") and "a.png" in str(caught.value.code)
+    code = main(["protect", str(photo), "-o", str(tmp_path / "out"), "--report", str(photo)])
+    [line] = error_lines(capsys.readouterr().err)
+    assert code == 1 and line.startswith("error: --report") and "a.png" in line
     assert photo.read_bytes() == before
 
 
@@ -213,10 +213,9 @@ def test_an_output_folder_that_cannot_be_written_stops_before_any_work(tmp_path,
         outdir.write_text("a file, not a folder")
     else:
         outdir = Path("/proc/scenepriv-test-output")  # not writable, even by root
-    with pytest.raises(SystemExit) as caught:
-        main(["protect", str(photo), "-o", str(outdir)])
-    message = str(caught.value.code)
-    assert message.startswith("error: cannot write to the output folder") and "\n" not in message
+    code = main(["protect", str(photo), "-o", str(outdir)])
+    [line] = error_lines(capsys.readouterr().err)
+    assert code == 1 and line.startswith("error: cannot write to the output folder")
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------------
@@ -391,7 +390,8 @@ def test_wrapping_your_own_model_as_a_classifier(library, random_images):
     result = scenepriv.protect(random_images[:2], classifier, "p-fgsm", seed=0, max_iter=2)
 
     assert result.images.shape == (2, 3, 32, 32)
-    assert all(0 <= r["target"]["index"] < 1000 and r["target"]["name"] in labels for r in result.records)
+    assert all(0 <= int(g) < 1000 for g in result.goals)
+    assert all(r["goal"]["classes"][0]["name"] in labels for r in result.records)
     assert not any(p.requires_grad for p in network.parameters())  # frozen: only the input is differentiated
 
 
@@ -408,7 +408,7 @@ def test_protect_against_an_ensemble_and_verify_on_another_model(tmp_path, capsy
     [record] = read_report(report)
     assert record["model"] == "efficientnet-lite0+efficientnet-lite1"
     assert [m["model"] for m in record["models"]] == ["efficientnet-lite0", "efficientnet-lite1"]
-    target = record["target"]["name"]
+    target = record["goal"]["classes"][0]["name"]
     assert code == 0 and record["success"], err
     threshold = record["settings"]["threshold"]
     assert all(m["final_top1"] == target and m["probability"] >= threshold for m in record["models"])

@@ -8,7 +8,7 @@ from conftest import EXAMPLES
 from scenepriv.attack import quantise
 from scenepriv.images import load_photo
 from scenepriv.methods import to_uint8
-from scenepriv.zoo import resize_to_input
+from scenepriv.transforms import resize_to_input
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ def test_pfgsm_changes_the_top1_of_every_saved_photo_with_good_quality(embedded_
     assert (saved_probabilities.argmax(1) != clean_top1).all()
     for record, probabilities in zip(result.records, saved_probabilities, strict=True):
         assert record["success"]
-        target = record["target"]["index"]
+        target = record["goal"]["classes"][0]["index"]
         assert probabilities.argmax() == target and probabilities[target] >= 0.99
-        assert record["target"]["mass_above"] > 0.99 or record["target"]["fallback_least_likely"]
+        assert record["goal"]["classes"][0]["mass_above"] > 0.99 or record["goal"]["fallback_least_likely"]
     assert sum(r["psnr"] for r in result.records) / len(result.records) >= 33
 
 

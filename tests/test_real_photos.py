@@ -94,9 +94,9 @@ def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier
     grey = lambda saved: [torch.full_like(saved, 0.5)]  # noqa: E731
     labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
     plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           early_stop=True, threshold=0.5)
+                           threshold=0.5)
     viewed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                            early_stop=True, threshold=0.5, views=grey)
+                            threshold=0.5, views=grey)
     grey_top1 = int(tiny_classifier(torch.full((1, 3, 32, 32), 0.5)).argmax())
     for i in range(len(random_images)):
         if int(viewed.labels[i]) != grey_top1:
@@ -114,12 +114,12 @@ def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
         return torch.full((len(saved),), len(calls) > 2)
 
     plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           early_stop=True, threshold=0.5)
+                           threshold=0.5)
     confirmed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                               early_stop=True, threshold=0.5, confirm=reject_twice)
+                               threshold=0.5, confirm=reject_twice)
     refuse = lambda saved, targets: torch.zeros(len(saved), dtype=torch.bool)  # noqa: E731
     never = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           early_stop=True, threshold=0.5, confirm=refuse)
+                           threshold=0.5, confirm=refuse)
     assert plain.success.any() and len(calls) >= 3
     assert (confirmed.iterations >= plain.iterations).all() and (confirmed.iterations > plain.iterations).any()
     assert not never.success.any() and (never.iterations == 10).all()
@@ -135,7 +135,7 @@ def test_robust_protection_holds_through_real_jpeg(embedded_classifier):
     after = verify.top1_under_checks(classifier, result.images[0], checks)
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= len(checks) - 1
     # it stopped only once the target led on every real re-encoding that --robust confirms
-    target = torch.tensor([result.records[0]["target"]["index"]])
+    target = torch.tensor([result.records[0]["goal"]["classes"][0]["index"]])
     assert methods.holds_on_reencodings(classifier, result.images, target, targeted=True).all()
 
 

@@ -58,6 +58,19 @@ def _bucket(index: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     return torch.cat([index, (~active).nonzero().squeeze(1)[: size - len(index)]])
 
 
+def gaussian_smoothing(gradient: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``gradient`` (N, C, H, W) convolved with a Gaussian of standard deviation ``sigma`` pixels, channel by
+    channel, edges replicated: translation invariance (TI), a step that does not depend on exact positions."""
+    radius = max(1, round(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=gradient.device, dtype=gradient.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = gradient.shape[1]
+    padded = F.pad(gradient, [radius] * 4, mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with the labels (N,); with a mask (N, D) of classes to move away from, -log of the
     probability outside the mask (descending it moves the whole likely set down, not one class)."""
@@ -65,6 +78,22 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(labels, float("-inf")), 1)).sum()
     return F.cross_entropy(logits, labels, reduction="sum")
+
+
+def _transfer_direction(gradient: torch.Tensor, index: torch.Tensor, going: torch.Tensor,
+                        velocity: torch.Tensor | None, momentum: float | None, smoothing: float | None) -> torch.Tensor:
+    """The sign of the smoothed (TI) gradient, or with ``momentum`` of the accumulated normalised gradients
+    (MI), whose state ``velocity`` is updated for the images ``index[going]`` (those that step)."""
+    if smoothing is not None:
+        gradient = gaussian_smoothing(gradient, smoothing)
+    if momentum is None:
+        return gradient.sign_()
+    rows = index[going]
+    normalised = gradient[going] / gradient[going].abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
+    velocity[rows] = momentum * velocity[rows] + normalised
+    direction = torch.zeros_like(gradient)
+    direction[going] = velocity[rows].sign()
+    return direction
 
 
 @dataclass(frozen=True)
@@ -86,8 +115,7 @@ def sign_step_loop(
     targeted: bool,
     eps: float,
     steps: int,
-    early_stop: bool,
-    recompute: bool = True,
+    iterative: bool = True,
     noise: torch.Tensor | None = None,
     threshold: float = 0.99,
     max_perturbation: float | torch.Tensor | None = None,
@@ -97,6 +125,9 @@ def sign_step_loop(
     step_weights: torch.Tensor | None = None,
     grow_bound_every: int | None = None,
     bucket: bool = False,
+    gradient_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    momentum: float | None = None,
+    smoothing: float | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -104,8 +135,9 @@ def sign_step_loop(
     loss is the sum over the models, and an image reaches its goal only when it does on every model.
     ``choose_labels`` maps the clean probabilities (M, N, D) of the M models to the labels (N,) the
     loss uses: the true class for untargeted methods, the target for targeted ones (descent).
-    ``recompute=False`` repeats the first direction ``steps`` times (the paper's "(kI)" baselines).
-    ``early_stop`` ends an image's iterations as soon as its saved version reaches the goal.
+    ``iterative`` recomputes the direction every step and ends an image's iterations as soon as its saved
+    version reaches the goal; ``iterative=False`` repeats the first direction ``steps`` times (the paper's
+    "(kI)" baselines).
     ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
     re-encodings): their losses join the gradient, and the goal must then hold on each of them too,
     with the target's probability at least ``view_threshold`` (a margin against unseen re-encodings).
@@ -119,6 +151,13 @@ def sign_step_loop(
     images, whose results are discarded, so the networks see a handful of batch shapes instead of every
     size (a GPU library plans each new shape anew). The results are the same; the views of ``views`` are
     drawn for the images still going only.
+
+    Three options help a perturbation carry to models it was not computed on; None (the default) leaves
+    each out, and the steps are then exactly the paper's:
+    ``gradient_views`` maps the saved batch to transformed versions (input diversity, DI: random
+    resizing and padding) whose losses join the gradient; unlike ``views``, the goal is not checked on them.
+    ``smoothing`` convolves each gradient with a Gaussian of that many pixels (translation invariance, TI).
+    ``momentum`` mu steps along the sign of g_n = mu g_{n-1} + grad_n / mean|grad_n| (MI-FGSM), per image.
     """
     models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
     x_original = quantise(images.detach().float())
@@ -134,14 +173,15 @@ def sign_step_loop(
     ascent = 1.0 if (noise is not None or not targeted) else -1.0
     success = torch.zeros(count, dtype=torch.bool, device=x.device)
     clean_logits = final_logits = labels = None
+    velocity = None if momentum is None else torch.zeros_like(x)
 
     for step in range(steps + 1):
         index = active.nonzero().squeeze(1)
         if len(index) == 0:
             break
         last = step == steps
-        if step == 0 or last or recompute or early_stop:
-            wants_gradient = noise is None and not last and (step == 0 or recompute)
+        if step == 0 or last or iterative:
+            wants_gradient = noise is None and not last and (step == 0 or iterative)
             going = len(index)
             rows = _bucket(index, active) if bucket and going < count else index
             batch = (x if going == count else x[rows]).detach().requires_grad_(wants_gradient)
@@ -150,6 +190,8 @@ def sign_step_loop(
                 model_logits = [model(saved)[:going] for model in models]
                 view_logits = [] if views is None else [model(view) for view in views(saved[:going])
                                                         for model in models]
+                diverse_logits = [] if gradient_views is None or not wants_gradient else [
+                    model(view) for view in gradient_views(saved[:going]) for model in models]
             logits = torch.stack([out.detach() for out in model_logits])  # (M, n, D)
             if step == 0:
                 clean_logits = logits
@@ -159,20 +201,25 @@ def sign_step_loop(
                                    for out in logits]).all(0)
             for view in view_logits:
                 reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
-            if confirm is not None and early_stop and bool(reached.any()):
+            if confirm is not None and iterative and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
                 reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
-            done = reached | last if early_stop else torch.full_like(reached, last)
+            done = reached | last if iterative else torch.full_like(reached, last)
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
             active[index[done]] = False
             if last:
                 break
             if wants_gradient:
-                loss = sum(_loss(out[~done], labels[index[~done]]) for out in [*model_logits, *view_logits])
+                loss = sum(_loss(out[~done], labels[index[~done]])
+                           for out in [*model_logits, *view_logits, *diverse_logits])
                 (gradient,) = torch.autograd.grad(loss, batch)
-                step_direction = gradient[:going].sign_()
-                if not recompute:
+                if smoothing is None and momentum is None:
+                    step_direction = gradient[:going].sign_()
+                else:
+                    step_direction = _transfer_direction(gradient[:going], index, ~done, velocity, momentum,
+                                                         smoothing)
+                if not iterative:
                     direction = step_direction  # step 0 of a fixed-direction method: all images are here
                 if done.any():
                     step_direction = step_direction[~done]

@@ -17,17 +17,39 @@ from . import metrics, targets
 from .attack import goal_reached, quantise, sign_step_loop
 from .perceptual import texture_weights
 from .settings import METHODS, Settings
-from .transforms import PlatformViews
+from .transforms import PlatformViews, diverse_views
 from .verify import ROBUST_CHECKS, platform_version
 from .zoo import Classifier
 
 
 @dataclass(frozen=True)
 class Protection:
-    """Protected images (N, 3, H, W), 8-bit values in [0, 1], and one JSON-ready record per image."""
+    """What :func:`protect` did to a batch of N images against M models (D classes), as tensors; ``records``
+    gives the same facts as one JSON-ready dict per image, built when first asked for.
 
-    images: torch.Tensor
-    records: list[dict[str, Any]]
+    The goal of image i is ``goals[i]``: the class pushed towards (``toward``: the targeted methods), or
+    pushed away from (the untargeted methods: the label), or for ``away`` a mask (N, D) of the classes
+    pushed away from.
+    """
+
+    images: torch.Tensor  # (N, 3, H, W) 8-bit values in [0, 1]: exactly what is saved
+    originals: torch.Tensor  # (N, 3, H, W) the input rounded to 8 bits: what the change is measured against
+    goals: torch.Tensor  # (N,) class indices, or (N, D) a mask of classes for ``away``
+    toward: bool  # True: towards the goal class (targeted); False: away from the goal class(es)
+    iterations: torch.Tensor  # (N,) steps applied
+    success: torch.Tensor  # (N,) goal reached on the saved image, by every model
+    clean_probabilities: torch.Tensor  # (M, N, D) float64, of each model on the 8-bit original
+    final_probabilities: torch.Tensor  # (M, N, D) float64, on the saved image
+    fallback: torch.Tensor  # (N,) the target set was empty and the least likely class was taken instead
+    method: str
+    settings: Settings
+    seed: int | None
+    class_names: list[str]
+    model_names: list[str]
+
+    @functools.cached_property
+    def records(self) -> list[dict[str, Any]]:
+        return _records(self)
 
 
 def image_generators(images: torch.Tensor, seed: int | None) -> list[torch.Generator]:
@@ -93,8 +115,7 @@ def protect(
     device = primary.device
     images = images.to(device)
     generators = image_generators(images, seed)
-    fixed_steps = not spec.iterative or (spec.name == "r-fgsm" and settings.iterations is not None)
-    steps = (settings.iterations if settings.iterations is not None else 1) if fixed_steps else settings.max_iter
+    fixed_steps = spec.fixed_steps(settings.iterations)
     noise = None
     if spec.direction == "noise":
         noise = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators])
@@ -115,16 +136,35 @@ def protect(
         platform = PlatformViews()
         views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
         confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
+    transfer = [name for name in ("diversity", "momentum", "smoothing") if getattr(settings, name) is not None]
+    if transfer and (fixed_steps is not None or noise is not None):
+        raise ValueError(f"{', '.join(transfer)} shape(s) the steps of the iterative gradient methods; "
+                         f"{spec.name} repeats one first step")
+    diverse = None
+    if settings.diversity is not None:  # drawn from their own stream, so the other draws stay as they were
+        diverse_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed + 1)
+        diverse = lambda saved: diverse_views(  # noqa: E731
+            saved, primary.input_size, diverse_generator, settings.diversity, settings.diversity_scale)
+    smoothing = None  # in pixels of the classifier's input, brought to the photo's scale
+    if settings.smoothing is not None:
+        smoothing = settings.smoothing * images.shape[-2] / primary.input_size[0]
     weights = None if settings.texture_mask is None else texture_weights(quantise(images), settings.texture_mask)
     bound = settings.max_perturbation if settings.texture_budget is None else settings.texture_budget * weights
     result = sign_step_loop(
-        images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps, steps=steps,
-        early_stop=not fixed_steps, recompute=not fixed_steps, noise=noise, threshold=settings.threshold,
-        max_perturbation=bound, views=views, confirm=confirm, step_weights=weights,
-        grow_bound_every=settings.budget_growth, bucket=device.type == "cuda",  # GPU libraries plan per shape
+        images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps,
+        steps=settings.max_iter if fixed_steps is None else fixed_steps, iterative=fixed_steps is None,
+        noise=noise, threshold=settings.threshold, max_perturbation=bound, views=views, confirm=confirm,
+        step_weights=weights, grow_bound_every=settings.budget_growth,
+        bucket=device.type == "cuda",  # GPU libraries plan per shape
+        gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing,
     )
-    names = [model.name for model in ensemble]
-    return Protection(result.images, _records(spec, settings, seed, result, primary.labels, fallback, names))
+    return Protection(
+        images=result.images, originals=result.originals, goals=result.labels,
+        toward=spec.targeted and spec.target_rule != "away", iterations=result.iterations, success=result.success,
+        clean_probabilities=result.clean_logits.double().softmax(2),
+        final_probabilities=result.final_logits.double().softmax(2),
+        fallback=fallback, method=spec.name, settings=settings, seed=seed, class_names=primary.labels,
+        model_names=[model.name for model in ensemble])
 
 
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
@@ -171,46 +211,45 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return quantise(images).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _records(spec, settings, seed, result, names, fallback, models) -> list[dict[str, Any]]:
-    """One record per image; top-5s, ranks and the target's mass are the first model's, and with an ensemble
-    ``models`` gives each model's top-1 on the saved image and the probability of the target (or label; for
-    ``away``, the probability outside the classes moved away from)."""
-    everyone_clean = result.clean_logits.double().softmax(2).cpu()
-    everyone_final = result.final_logits.double().softmax(2).cpu()
+def _records(result: Protection) -> list[dict[str, Any]]:
+    """One record per image. ``goal`` says what the image was pushed towards or away from (``toward``) and
+    the goal classes with their rank and the probability mass ranked above them on the clean image; top-5s
+    are the first model's, and with an ensemble ``models`` gives each model's top-1s and the probability of
+    the goal (away: the probability outside the classes moved away from)."""
+    names = result.class_names
+    everyone_clean, everyone_final = result.clean_probabilities.cpu(), result.final_probabilities.cpu()
     clean, final = everyone_clean[0], everyone_final[0]
     ranks = targets.rank_of(clean)
     mass_above = targets.mass_ranked_above(clean)
     originals, protected = to_uint8(result.originals), to_uint8(result.images)
+    goals = result.goals.cpu()
     records = []
     for i in range(len(clean)):
-        if result.labels.ndim == 2:  # "away": a set of classes, and the probability outside it
-            avoided = result.labels[i].cpu()
-            goal: tuple[str, Any] = ("away_from", [{"index": int(c), "name": names[int(c)]}
-                                                   for c in avoided.nonzero().squeeze(1)])
-            probabilities = [1 - float(f[i][avoided].sum()) for f in everyone_final]
+        classes = goals[i].nonzero().squeeze(1).tolist() if goals.ndim == 2 else [int(goals[i])]
+        if goals.ndim == 2:
+            probabilities = [1 - float(f[i][goals[i]].sum()) for f in everyone_final]
         else:
-            label = int(result.labels[i])
-            goal = ("target" if spec.targeted else "label", {
-                "index": label, "name": names[label], "rank": int(ranks[i, label]),
-                "mass_above": round(float(mass_above[i, label]), 6)})
-            if spec.targeted:
-                goal[1]["fallback_least_likely"] = bool(fallback[i])
-            probabilities = [float(f[i, label]) for f in everyone_final]
+            probabilities = [float(f[i, classes[0]]) for f in everyone_final]
+        goal: dict[str, Any] = {"toward": result.toward, "classes": [
+            {"index": c, "name": names[c], "rank": int(ranks[i, c]), "mass_above": round(float(mass_above[i, c]), 6)}
+            for c in classes]}
+        if result.toward:
+            goal["fallback_least_likely"] = bool(result.fallback[i])
         record: dict[str, Any] = {
-            "method": spec.name,
-            "settings": {**dataclasses.asdict(settings), "seed": seed},
+            "method": result.method,
+            "settings": {**dataclasses.asdict(result.settings), "seed": result.seed},
             "clean_top5": _top(clean[i], names),
-            goal[0]: goal[1],
+            "goal": goal,
             "iterations": int(result.iterations[i]),
             "success": bool(result.success[i]),
             "top1_changed": bool(final[i].argmax() != clean[i].argmax()),
             "final_top5": _top(final[i], names),
         }
-        if len(models) > 1:
+        if len(result.model_names) > 1:
             record["models"] = [{"model": model, "clean_top1": names[int(c[i].argmax())],
                                  "final_top1": names[int(f[i].argmax())], "probability": round(p, 6)}
-                                for model, c, f, p in zip(models, everyone_clean, everyone_final, probabilities,
-                                                          strict=True)]
+                                for model, c, f, p in zip(result.model_names, everyone_clean, everyone_final,
+                                                          probabilities, strict=True)]
         linf, l2 = metrics.perturbation_norms(originals[i], protected[i])
         psnr = metrics.psnr(originals[i], protected[i])
         record.update(linf=linf, l2=l2, psnr=None if psnr == float("inf") else psnr,

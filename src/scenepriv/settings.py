@@ -28,31 +28,41 @@ class Method:
     ``target_rule`` is ``"label"`` for the untargeted methods (ascent on the true class, or on the
     clean top-1 when no label is given), a target-set rule for the targeted ones (descent), or
     ``"away"``: descent on the probability of the classes the photo likely shows (not in the paper).
-    ``iterative`` methods recompute the gradient every step and stop at the goal; the others repeat
-    their first step ``iterations`` times, as the paper's "(kI)" baselines do.
+    ``iterative`` methods recompute the gradient every step and stop at the goal. ``repeatable``
+    methods take ``iterations`` = k: their first step repeated k times, the paper's "(kI)" baselines
+    (for the methods that are not iterative, k is 1 unless given).
     """
 
     name: str
-    paper_name: str
     direction: str  # "gradient" or "noise" (sign of a standard Gaussian)
     target_rule: str  # "label", "least-likely", "random", "private" or "away"
     iterative: bool
+    repeatable: bool = False
 
     @property
     def targeted(self) -> bool:
         return self.target_rule != "label"
 
+    def fixed_steps(self, iterations: int | None) -> int | None:
+        """The number of repeated first steps for ``iterations`` (None: iterate to the goal), or ValueError."""
+        if iterations is not None and not self.repeatable:
+            raise ValueError(f"{self.name} iterates until its goal (max_iter); iterations=k applies to sog, fgsm "
+                             "and r-fgsm only")
+        if not self.iterative:
+            return 1 if iterations is None else iterations
+        return iterations
+
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("sog", "SoG (kI)", "noise", "label", iterative=False),
-        Method("fgsm", "FG, FG (kI)", "gradient", "label", iterative=False),
-        Method("n-fgsm", "N-FGSM", "gradient", "label", iterative=True),
-        Method("l-fgsm", "L-FGSM", "gradient", "least-likely", iterative=True),
-        Method("r-fgsm", "R-FGSM, R-FG (kI)", "gradient", "random", iterative=True),
-        Method("p-fgsm", "P-FGSM", "gradient", "private", iterative=True),
-        Method("away", "away from the likely classes (not in the paper)", "gradient", "away", iterative=True),
+        Method("sog", "noise", "label", iterative=False, repeatable=True),  # SoG (kI)
+        Method("fgsm", "gradient", "label", iterative=False, repeatable=True),  # FG, FG (kI)
+        Method("n-fgsm", "gradient", "label", iterative=True),
+        Method("l-fgsm", "gradient", "least-likely", iterative=True),
+        Method("r-fgsm", "gradient", "random", iterative=True, repeatable=True),  # R-FGSM, R-FG (kI)
+        Method("p-fgsm", "gradient", "private", iterative=True),
+        Method("away", "gradient", "away", iterative=True),  # away from the likely classes (not in the paper)
     )
 }
 
@@ -71,14 +81,24 @@ class Settings:
     texture_mask: float | None = None  # c of the perceptual mask w = s / (s + c) on each pixel's step; None: uniform
     texture_budget: float | None = None  # with the mask: |x - x_original| <= budget * w, per pixel
     budget_growth: int | None = None  # the budget of an image still going widens by its first size this often
+    # Transfer to classifiers not protected against (None: off, the paper's plain sign steps):
+    diversity: int | None = None  # input diversity: this many randomly shrunk and shifted views join each gradient
+    diversity_scale: float = 0.8  # each view of ``diversity`` shrinks the image by a factor in [this, 1]
+    momentum: float | None = None  # mu of MI-FGSM: step along the sign of the accumulated normalised gradients
+    smoothing: float | None = None  # sigma (pixels of the classifier's input) of a Gaussian over each gradient (TI)
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
-        optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth")
+        optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "diversity",
+                    "momentum", "smoothing")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
-                     "iterations", "budget_growth"):
+                     "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing"):
             value = getattr(self, name)
-            whole = name in ("max_iter", "iterations", "budget_growth")
+            whole = name in ("max_iter", "iterations", "budget_growth", "diversity")
+            if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+                    raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
+                continue
             if value is None and name in optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
@@ -89,6 +109,8 @@ class Settings:
             raise ValueError("texture_budget bounds the perturbation by the texture mask: set texture_mask too")
         if self.budget_growth is not None and self.texture_budget is None and self.max_perturbation is None:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
+        if self.diversity == 0 or self.diversity_scale == 0:
+            raise ValueError("diversity takes at least 1 view with diversity_scale above 0 (None: no views)")
         if self.texture_budget is not None and self.max_perturbation is not None:
             raise ValueError("set one bound: texture_budget (per pixel, by the texture mask) or max_perturbation")
 

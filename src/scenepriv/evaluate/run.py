@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,9 +24,6 @@ from ..zoo import Classifier, resize_to_input
 from .datasets import Dataset, Item
 from .report import write_reports
 from .rows import EvaluationError, Row
-
-if TYPE_CHECKING:
-    from ..methods import Protection
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -76,11 +73,6 @@ def _classify(images: torch.Tensor, classifier: Classifier) -> torch.Tensor:
         return classifier(images.to(device)).double().softmax(1).cpu()
 
 
-def _records_of(result: Protection) -> list[dict[str, Any]]:
-    """The JSON-ready per-image records of a :func:`protect` result: the one place that knows where they are."""
-    return result.records
-
-
 def _run_row(row: Row, images: torch.Tensor, labels: torch.Tensor, classifier: Classifier,
              seed: int | None) -> tuple[torch.Tensor, list[dict[str, Any]], float]:
     """Protected images, per-image facts and seconds per image for one row on one batch."""
@@ -94,8 +86,8 @@ def _run_row(row: Row, images: torch.Tensor, labels: torch.Tensor, classifier: C
     seconds = (time.perf_counter() - start) / len(images)
     facts = [{"top5": [entry["index"] for entry in record["final_top5"]], "ssim": record["ssim"],
               "psnr": record["psnr"], "iterations": record["iterations"], "success": record["success"],
-              "target": record["target"]["index"] if "target" in record else None}
-             for record in _records_of(result)]
+              "target": record["goal"]["classes"][0]["index"] if record["goal"]["toward"] else None}
+             for record in result.records]
     return result.images, facts, seconds
 
 

@@ -1,0 +1,387 @@
+"""What the commands do with their parsed options: find the photos, call the library (:mod:`scenepriv.pipeline`,
+:mod:`scenepriv.verify`, :mod:`scenepriv.evaluate`) and show what happened. PyTorch and the image libraries are
+imported inside the commands, so that ``--help`` and ``models`` answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from .zoo import DEFAULT_MODEL, MODELS, places365
+
+INTERRUPTED = 130
+
+
+# --- output: messages, the progress bar, machine-readable output ---------------------------------------------------
+
+
+class Console:
+    """Where each kind of line goes. Errors and warnings: stderr, always. Per-photo lines and summaries: stdout,
+    or stderr when stdout carries JSON (``--json``, ``--report -``); none with ``--quiet``. Details: ``--verbose``."""
+
+    def __init__(self, verbosity: int = 0, machine_stdout: bool = False) -> None:
+        self.verbosity = verbosity
+        self.stream = sys.stderr if machine_stdout else sys.stdout
+        self.progress = None  # a tqdm bar, whose line is kept below the messages
+
+    def _write(self, line: str, stream) -> None:
+        if self.progress is not None:
+            self.progress.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
+
+    def info(self, line: str) -> None:
+        if self.verbosity >= 0:
+            self._write(line, self.stream)
+
+    def detail(self, line: str) -> None:
+        if self.verbosity > 0:
+            self._write(line, sys.stderr)
+
+    def warn(self, line: str) -> None:
+        self._write(f"warning: {line}", sys.stderr)
+
+    def error(self, line: str) -> None:
+        self._write(f"error: {line}", sys.stderr)
+
+    def bar(self, total: int, unit: str):
+        from tqdm import tqdm
+
+        self.progress = tqdm(total=total, unit=unit, file=sys.stderr, disable=None if self.verbosity >= 0 else True)
+        return self.progress
+
+
+def _shown(path) -> str:
+    from .images import shown
+
+    return shown(path)
+
+
+# --- shared steps ---------------------------------------------------------------------------------------------------
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SystemExit("error: --device mps was asked for, but this PyTorch has no Apple GPU (MPS) backend here")
+    return name
+
+
+def _classifier(args: argparse.Namespace, name: str | None = None, weights: str | None = None):
+    """The classifier of ``--model`` (or ``name``); ``--resize auto`` is the paper's bilinear for 224 px work
+    (evaluate, ``--size model``) and an antialiased bilinear for full-size photos, which holds through other
+    resizers."""
+    from . import load_classifier
+    from .pipeline import resize_policy
+    from .zoo.cache import WeightsUnavailable
+
+    resize = args.resize
+    if resize == "auto":
+        resize = resize_policy("model" if args.command == "evaluate" else getattr(args, "size", "full"))
+    if args.mirror:
+        os.environ[places365.URL_ENV] = args.mirror
+    try:
+        weights = weights if name else args.weights
+        name = name or args.model
+        return load_classifier(name, weights=weights, device=_device(args.device), resize=resize,
+                               precision=args.precision, fold_batch_norm=args.fold_batch_norm)
+    except WeightsUnavailable as error:
+        raise SystemExit(f"error: {error}") from None
+    except (OSError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f"error: cannot load model {name!r}: {reason}") from None
+
+
+def _inputs(names: list[str]) -> list[Path]:
+    """The paths named on the command line; ``-`` reads more from stdin, one per line (or NUL-separated)."""
+    paths = []
+    for name in names:
+        if name != "-":
+            paths.append(Path(name))
+            continue
+        text = sys.stdin.read()
+        separator = "\0" if "\0" in text else "\n"
+        paths += [Path(line.removesuffix("\r")) for line in text.split(separator) if line.strip()]
+    return paths
+
+
+def _find(args: argparse.Namespace, names: list[str], console: Console, failures: list[str]):
+    """Photos named or inside the named folders; each path that cannot be used is one error line, the rest go on."""
+    from .images import find_images
+
+    problems: list[str] = []
+    skipped: list[str] = []
+    sources = find_images(_inputs(names), recursive=args.recursive, problems=problems, skipped=skipped)
+    for problem in problems:
+        console.error(problem)
+    for warning in skipped:
+        console.warn(warning)
+    failures += problems
+    return sources
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+# --- protect --------------------------------------------------------------------------------------------------------
+
+
+def _not_protected_advice(record: dict) -> str:
+    goal = record["goal"]
+    if len(goal["classes"]) > 1 or not goal["toward"]:
+        why = f"top-1 still {record['final_top5'][0]['name']} after {record['iterations']} iterations"
+    else:
+        target = goal["classes"][0]
+        reached = next((e["probability"] for e in record["final_top5"] if e["index"] == target["index"]), 0.0)
+        why = f"p({target['name']}) = {reached:.2f} after {record['iterations']} iterations"
+    return f"saved but not protected: {why}; re-run it with a larger --max-iter or --eps"
+
+
+def _show_result(console: Console, result, failures: list[str]) -> None:
+    for warning in result.warnings:
+        console.warn(warning)
+    if result.error:
+        failures.append(result.error)
+        console.error(result.error)
+        return
+    record = result.record
+    before, after, distance = record["clean_top5"][0], record["final_top5"][0], record["butteraugli"]
+    console.info(f"{_shown(result.source)} -> {_shown(result.output)}: {before['name']} ({before['probability']:.2f})"
+                 f" -> {after['name']} ({after['probability']:.2f}), {record['iterations']} iterations, "
+                 f"PSNR {record['psnr'] or float('inf'):.1f} dB"
+                 + ("" if distance is None else f", butteraugli {distance:.2f}"))
+    if not record["success"]:
+        console.error(f"{_shown(result.source)}: {_not_protected_advice(record)}")
+
+
+def command_protect(args: argparse.Namespace, console: Console) -> int:
+    from . import pipeline
+    from .runtime import keep_freed_memory
+
+    if args.size == "model":
+        keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
+    failures: list[str] = []
+    sources = _find(args, args.inputs, console, failures)
+    outdir = Path(args.output)
+    folders = {Path(name).resolve() for name in args.inputs if name != "-" and Path(name).is_dir()}
+    if outdir.resolve() in folders:
+        raise SystemExit(f"error: -o {_shown(outdir)} is an input folder; protected photos would replace the "
+                         "originals: choose another folder")
+    if args.compare and Path(args.compare).resolve() in {outdir.resolve(), *folders,
+                                                        *(source.parent.resolve() for source, _ in sources)}:
+        raise SystemExit(f"error: --compare {_shown(args.compare)} is the output or an input folder; its crops "
+                         "would replace photos: choose another folder")
+    if not sources:
+        raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
+    try:
+        strength, settings = pipeline.resolve_settings(
+            args.method, args.size, args.strength, args.robust, **{k: getattr(args, k) for k in pipeline.SETTING_NAMES})
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    args.strength = strength
+    if args.format == "jpeg" and not settings.robust:
+        console.warn("JPEG output re-encodes the perturbation and may weaken it; use --strength medium, or keep PNG")
+    pairs = pipeline.output_pairs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
+    report = pipeline.Report(args.report, {source.resolve() for source, _ in pairs})
+    pipeline.writable_folder(outdir)
+    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    job = pipeline.Job(method=args.method, settings=settings, strength=strength, seed=args.seed, size=args.size,
+                       batch_size=args.batch_size, format=args.format, quality=args.quality,
+                       keep_metadata=args.keep_metadata, compare=Path(args.compare) if args.compare else None)
+    console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
+                   f"{models[0].resize}; {args.method} with {settings}")
+    records: list[dict] = []
+    start = time.perf_counter()
+    interrupted = False
+    results = pipeline.protect_files(pairs, models, job, report=report)
+    with console.bar(len(pairs), "photo") as progress:
+        try:
+            for result in results:
+                _show_result(console, result, failures)
+                records += [result.record] if result.record else []
+                if report.error and report.error not in failures:
+                    failures.append(report.error)
+                    console.error(report.error)
+                progress.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            results.close()  # the files being written are saved and reported
+        progress.update(len(pairs) - progress.n)
+    console.progress = None
+    report.close()
+    _protect_summary(args, console, pairs, records, failures, time.perf_counter() - start, interrupted)
+    if interrupted:
+        return INTERRUPTED
+    return 1 if failures or not all(r["success"] for r in records) else 0
+
+
+def _protect_summary(args, console: Console, pairs, records, failures, elapsed, interrupted) -> None:
+    protected = [r for r in records if r["success"]]
+    missed = [r for r in records if not r["success"]]
+    if args.json:
+        print(json.dumps({"photos": len(pairs), "protected": len(protected), "not_protected": len(missed),
+                          "failed": len(failures), "interrupted": interrupted, "records": records,
+                          "errors": failures}, indent=2))
+    psnrs = [r["psnr"] for r in records if r["psnr"] is not None]
+    ssims = [r["ssim"] for r in records if r["ssim"] is not None]
+    distances = [r["butteraugli"] for r in records if r.get("butteraugli") is not None]
+    lines = [
+        ("photos", f"{len(pairs)}"),
+        ("protected", f"{len(protected)} of {len(pairs)}"),
+        ("saved, not protected", f"{len(missed)}" + (" (see the error lines: re-run those with a larger "
+                                                      "--max-iter or --eps)" if missed else "")),
+        ("not saved", f"{len(pairs) - len(records)}" + (" (see the error lines)" if len(pairs) > len(records) else "")),
+        ("top-1 changed", f"{sum(r['top1_changed'] for r in records)} of {len(records)}"),
+        ("mean iterations", f"{_mean([r['iterations'] for r in records]):.1f}"),
+        ("mean PSNR / SSIM", f"{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}"),
+        *([("butteraugli", f"median {statistics.median(distances):.2f}, max {max(distances):.2f} (about 1: not "
+                           "visible; JPEG quality 85 of a photo: 1.1-1.6)")] if distances else []),
+        ("time", f"{elapsed:.1f} s ({args.method}, {'+'.join(args.model)}, {_device(args.device)})"),
+    ]
+    for label, value in lines:
+        console.info(f"{label:<22}{value}")
+    if interrupted:
+        console.error(f"interrupted: {len(records)} of {len(pairs)} photos saved"
+                      + (" and reported" if args.report else "") + "; run again to protect the rest")
+
+
+# --- classify, models -----------------------------------------------------------------------------------------------
+
+
+def command_classify(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from .images import ImageError, load_photo
+
+    failures: list[str] = []
+    sources = _find(args, args.images, console, failures)
+    classifier = _classifier(args)
+    results = []
+    for path, _ in sources:
+        try:
+            photo = load_photo(path)
+        except ImageError as error:
+            console.error(str(error))
+            failures.append(str(error))
+            continue
+        with torch.inference_mode():
+            probabilities = classifier(photo.pixels[None].to(classifier.device)).double().softmax(1)[0].cpu()
+        values, indices = probabilities.topk(min(args.top, len(probabilities)))
+        top = [{"index": int(i), "name": classifier.labels[int(i)], "probability": float(v)}
+               for v, i in zip(values, indices, strict=True)]
+        results.append({"file": str(path), "model": classifier.name, "top": top})
+        if not args.json:
+            print(_shown(path))
+            for rank, entry in enumerate(top, 1):
+                print(f"  {rank}. {entry['name']:<40} {entry['probability']:.4f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failures else 0
+
+
+def command_models(args: argparse.Namespace, console: Console) -> int:
+    entries = []
+    for name, spec in MODELS.items():
+        location, available = spec.weights_status()
+        entries.append({"name": name, "default": name == DEFAULT_MODEL, "description": spec.description,
+                        "weights": location, "offline": available})
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        print(f"{entry['name']}{' (default)' if entry['default'] else ''}\n  {entry['description']}\n"
+              f"  weights: {entry['weights']}\n"
+              f"  offline: {'yes' if entry['offline'] else 'no: see where the weights come from above'}")
+    return 0
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------------
+
+
+def command_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # batches at the model's size: ~10% faster
+    try:
+        from . import evaluate, metrics
+
+        metrics.brisque_model()  # before hours of work: OpenCV's contrib modules must be there
+    except ImportError as error:
+        raise SystemExit(f"error: evaluate: {error}") from None
+    try:
+        rows = evaluate.select_rows(args.methods)
+        dataset = evaluate.load_dataset(Path(args.dataset), MODELS[args.model].labels(),
+                                        private_classes=args.private_classes, limit=args.limit)
+        classifier = _classifier(args)
+        unseen = [_classifier(args, name) for name in args.transfer_to if name != args.model]
+        failures = evaluate.evaluate(dataset, classifier, rows, Path(args.output), seed=args.seed,
+                                     batch_size=args.batch_size, save_images=args.save_images, transfer_to=unseen)
+    except evaluate.EvaluationError as error:
+        raise SystemExit(f"error: {error}") from None
+    output = Path(args.output)
+    console.info((output / "table1.md").read_text(encoding="utf-8"))
+    console.info((output / "table2.md").read_text(encoding="utf-8"))
+    console.info(f"results, tables and figures in {output}/ (summary.md)")
+    return 1 if failures else 0
+
+
+# --- verify ---------------------------------------------------------------------------------------------------------
+
+
+def command_verify(args: argparse.Namespace, console: Console) -> int:
+    from . import verify
+
+    failures: list[str] = []
+    sources = _find(args, args.files, console, failures)
+    if not sources:
+        raise SystemExit("error: no protected photos found in the inputs")
+    all_checks = verify.checks(args.jpeg, args.scale, args.resamplers)
+    judges = [_classifier(args), *(_classifier(args, name) for name in args.models if name != args.model)]
+    results = []
+    with console.bar(len(sources), "photo") as progress:
+        for _, verdicts, error in verify.verify_files(sources, judges, all_checks,
+                                                      Path(args.original) if args.original else None):
+            progress.update(1)
+            if error:
+                console.error(error)
+                failures.append(error)
+            results += verdicts
+    console.progress = None
+    broken_files = [r for r in results if verify.failed_checks(r)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        verb = "hold" if args.original else "keep the target"
+        for judge in judges:
+            on = f" on {judge.name}" if len(judges) > 1 else ""
+            verdicts = [r for r in results if r["model"] == judge.name]
+            for result in verdicts:
+                passed = len(result["checks"]) - len(verify.failed_checks(result))
+                console.info(f"{_shown(result['file'])}: {passed}/{len(result['checks'])} checks {verb}{on} "
+                             f"({result['target']})")
+            if verdicts:
+                title = f"share of files {'holding' if args.original else 'keeping the target'}{on}"
+                console.info("\n" + "\n".join(verify.share_table(verdicts, args.jpeg, args.scale, args.resamplers,
+                                                                 title)) + "\n")
+    for result in broken_files:
+        broken = verify.failed_checks(result)
+        console.error(f"{_shown(result['file'])}: {len(broken)} of {len(result['checks'])} checks fail"
+                      + (f" on {result['model']}" if len(judges) > 1 else "") + f" ({', '.join(broken)})")
+    if broken_files:
+        console.info(f"\n{len(broken_files)} of {len(results)} checked files do not hold under every check: protect "
+                     "their originals again with --strength medium or high (against other models, add them "
+                     "to --model), or share them at a higher quality")
+    return 1 if failures or broken_files else 0
+
+

@@ -1,0 +1,298 @@
+"""The file pipeline: photos in, protected photos and report records out.
+
+The command line, the web page (:mod:`scenepriv.serve`) and the cluster backend all protect files
+through :func:`protect_files`, so they name outputs, batch, strip metadata, report and fail alike:
+
+    pairs = output_pairs(find_images([Path("holiday")]), Path("protected"))
+    for result in protect_files(pairs, [load_classifier("efficientnet-lite0")], Job()):
+        print(result.source, result.error or result.record["success"])
+
+A file that cannot be read, protected or written is one :class:`FileResult` with an ``error`` line
+naming it; the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .settings import METHODS, STRENGTHS, ScenePrivError, Settings
+
+DEFAULT_STRENGTH = "low"  # full-size photos: least visible (README, "Strength")
+SETTING_NAMES = ("eps", "max_iter", "threshold", "sigma", "iterations", "max_perturbation")
+
+
+@dataclass(frozen=True)
+class Job:
+    """How to protect and save: the method and its settings, and the output's size, format and metadata."""
+
+    method: str = "p-fgsm"
+    settings: Settings = field(default_factory=lambda: resolve_settings()[1])
+    strength: str = DEFAULT_STRENGTH  # the preset the settings came from, for the records
+    seed: int | None = None
+    size: str = "full"  # "full": the photo's own size; "model": the classifier's input size (the paper's)
+    batch_size: int = 8
+    format: str = "png"  # or "jpeg"
+    quality: int = 95  # JPEG quality
+    keep_metadata: bool = False  # EXIF without location; a valid colour profile is always kept
+    compare: Path | None = None  # also write the most changed crop, original | protected, under this folder
+
+
+@dataclass
+class FileResult:
+    """One photo: saved with its report ``record`` (whose ``success`` says whether the goal was reached), or not
+    saved, with an ``error`` line naming the file. ``warnings`` are lines about what was kept or dropped."""
+
+    source: Path
+    output: Path
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_settings(method: str = "p-fgsm", size: str = "full", strength: str | None = None,
+                     robust: bool = False, **given: Any) -> tuple[str, Settings]:
+    """The strength preset's settings with those ``given`` (not None) winning: the presets are made for P-FGSM
+    on full-size photos, so the paper's other methods and 224 px work keep the paper's settings unless a
+    strength is named. A bound given (``max_perturbation``) replaces the preset's texture budget. Returns the
+    strength's name and the settings; ValueError names a wrong value."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    strength = strength or ("paper" if size == "model" or method != "p-fgsm" else DEFAULT_STRENGTH)
+    if strength not in STRENGTHS:
+        raise ValueError(f"unknown strength {strength!r}; choose one of {', '.join(STRENGTHS)}")
+    values = dict(STRENGTHS[strength])
+    if given.get("max_perturbation") is not None:
+        values = {k: v for k, v in values.items() if k not in ("texture_budget", "budget_growth")}
+    values.update({k: v for k, v in given.items() if v is not None})
+    values["robust"] = values.get("robust", False) or robust
+    settings = Settings(**values)
+    METHODS[method].fixed_steps(settings.iterations)  # iterations=k where the method takes none: ValueError
+    return strength, settings
+
+
+def resize_policy(size: str) -> str:
+    """How a classifier shrinks photos for ``--resize auto``: the paper's bilinear for work at the model's size;
+    an antialiased bilinear for full-size photos, which holds through other resizers."""
+    return "bilinear" if size == "model" else "bilinear-antialias"
+
+
+def output_pairs(sources: Sequence[tuple[Path, Path]], outdir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+    """(source, output) for each (source, name relative to its input) of :func:`scenepriv.images.find_images`:
+    OUTDIR/<relative name><suffix>, keeping the extension on a clash; a name still taken (the same name in two
+    input folders) gets a number: ``x.jpg-2.png``."""
+    stems = [relative.as_posix() for _, relative in sources]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    pairs, used = [], set()
+    for (source, relative), stem in zip(sources, stems, strict=True):
+        name = (relative.with_name(source.name) if counts[stem] > 1 else relative).as_posix()
+        candidate, number = name, 1
+        while candidate.casefold() in used:  # casefold: also distinct on case-insensitive file systems
+            number += 1
+            candidate = f"{name}-{number}"
+        used.add(candidate.casefold())
+        pairs.append((source, outdir / f"{candidate}{suffix}"))
+    return pairs
+
+
+def writable_folder(folder: Path) -> None:
+    """ScenePrivError, before any work, if ``folder`` cannot be created or written to."""
+    from .images import shown
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ScenePrivError(f"cannot write to the output folder {shown(folder)}: {error.strerror or error}") from None
+
+
+class Report:
+    """One JSON line per photo, appended to a file (``"-"``: stdout). A failed write sets ``error`` (one line) and
+    the run goes on without the report."""
+
+    def __init__(self, name: str | None, inputs: Iterable[Path] = ()) -> None:
+        from .images import image_extensions, shown
+
+        self.stream, self.name, self.error = None, name, None
+        if name is None:
+            return
+        if name == "-":
+            self.stream = sys.stdout
+            return
+        path = Path(name)
+        if path.resolve() in set(inputs) or path.suffix.lower() in image_extensions():
+            raise ScenePrivError(f"--report {shown(path)} is a photo; name a .jsonl file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            if self.stream.tell() > 0:  # a last line cut off (a run killed mid-write) must not swallow the next record
+                self.stream.seek(self.stream.tell() - 1)
+                if self.stream.read(1) != "\n":
+                    self.stream.write("\n")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ScenePrivError(f"cannot write the report {shown(path)}: {error}") from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(json.dumps(record) + "\n")
+            self.stream.flush()
+        except OSError as error:
+            from .images import shown
+
+            self.error = (f"{shown(self.name)}: cannot write the report ({error.strerror or error}); the photos are "
+                          "still saved, without report records from here on")
+            self.close()
+
+    def close(self) -> None:
+        if self.stream not in (None, sys.stdout):
+            try:
+                self.stream.close()
+            except OSError:
+                pass
+        self.stream = None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and ("out of memory" in str(error) or "allocate memory" in str(error)))
+
+
+def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job, *,
+                  report: Report | None = None) -> Iterator[FileResult]:
+    """Protect each (source, output) against ``models`` (one perturbation against all) and save it; yield one
+    :class:`FileResult` per pair, in order, once its file is written (and its record appended to ``report``).
+
+    Photos are decoded ahead in a background thread and written in another while the next batch is protected;
+    consecutive photos of one size form a batch. A batch that runs out of memory is retried photo by photo.
+    Closing the generator early (an interrupt) still writes and reports the files already being written.
+    """
+    import torch
+
+    from . import metrics
+    from .images import ImageError, load_photo, most_changed_crop, prefetch, save_image, shown
+    from .methods import protect, to_uint8
+    from .transforms import resize_to_input
+
+    inputs = {source.resolve() for source, _ in pairs}
+    outdir = Path(os.path.commonpath([Path(output).parent for _, output in pairs])) if pairs else Path()
+    model_name = "+".join(model.name for model in models)
+    run = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report = report or Report(None)
+
+    def decoded() -> Iterator[FileResult | tuple]:
+        """Each photo's pixels (shrunk for ``size="model"``), or a FileResult saying why it cannot be used."""
+        for source, output in pairs:
+            try:
+                if Path(output).resolve() in inputs:
+                    raise ImageError(f"{shown(source)}: its output {shown(output)} would overwrite an input file; "
+                                     "choose another output folder")
+                photo = load_photo(source)
+            except ImageError as error:
+                yield FileResult(source, output, error=str(error))
+                continue
+            pixels = photo.pixels
+            if job.size == "model":
+                pixels = resize_to_input(pixels[None], models[0].input_size, models[0].resize)[0]
+            yield photo, output, pixels
+
+    def batches(items: Iterator) -> Iterator[list]:
+        """Consecutive photos of one size, at most ``batch_size`` and about 16 megapixels; failures alone."""
+        batch: list = []
+        for item in items:
+            if isinstance(item, FileResult) or (batch and (
+                    len(batch) == job.batch_size or item[2].shape != batch[0][2].shape
+                    or (len(batch) + 1) * item[2][0].numel() > 16_000_000)):
+                if batch:
+                    yield batch
+                batch = []
+            if isinstance(item, FileResult):
+                yield [item]
+            else:
+                batch.append(item)
+        if batch:
+            yield batch
+
+    def protected(batch: list) -> list:
+        """(photo, output, original, 8-bit result, record) per photo, or a FileResult where it does not fit."""
+        try:
+            result = protect(torch.stack([pixels for _, _, pixels in batch]), models, job.method, seed=job.seed,
+                             settings=job.settings)
+            return list(zip(batch, to_uint8(result.images), result.records, strict=True))
+        except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
+            if not is_out_of_memory(error):
+                raise
+        if len(batch) > 1:
+            return [done for item in batch for done in protected([item])]
+        photo, output, pixels = batch[0]
+        return [FileResult(photo.path, output, error=f"{shown(photo.path)}: not enough memory to protect this "
+                                                     f"{pixels[0].numel() / 1e6:.0f}-megapixel photo; close other "
+                                                     "programs, or use --size model")]
+
+    def write(photo, output: Path, original, pixels) -> tuple[list[str], float | None]:
+        """In the writer thread: save the photo (and its comparison crop); measure how visible the change is.
+        ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting thread."""
+        warnings = save_image(pixels, output, quality=job.quality, icc_profile=photo.icc_profile,
+                              exif=photo.exif if job.keep_metadata else None)
+        original = to_uint8(original[None])[0]
+        if job.compare is not None:
+            save_image(most_changed_crop(original, pixels), Path(job.compare) / Path(output).relative_to(outdir))
+        return warnings, metrics.butteraugli(original, pixels)
+
+    def result_of(future: Future, photo, output: Path, record: dict) -> FileResult:
+        warnings = [f"{shown(photo.path)}: {warning}" for warning in photo.warnings]
+        try:
+            saved_warnings, distance = future.result()
+        except ImageError as error:
+            return FileResult(photo.path, output, error=f"{shown(photo.path)}: {error}", warnings=warnings)
+        record = {"file": str(photo.path), "output": str(output), "model": model_name, "run": run,
+                  "strength": job.strength, **record, "butteraugli": distance}
+        report.write(record)
+        return FileResult(photo.path, output, record=record,
+                          warnings=warnings + [f"{shown(photo.path)}: {w}" for w in saved_warnings])
+
+    def ready(item) -> FileResult:
+        return item if isinstance(item, FileResult) else result_of(*item)
+
+    # In order: FileResults, and (future, photo, output, record) of the files handed to the writer. A batch's files
+    # are written while the next batch is protected; then they are yielded.
+    queue: list = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        try:
+            for batch in batches(prefetch(decoded(), depth=job.batch_size)):
+                earlier = len(queue)
+                for item in batch if isinstance(batch[0], FileResult) else protected(batch):
+                    if not isinstance(item, FileResult):
+                        (photo, output, original), pixels, record = item
+                        item = writer.submit(write, photo, output, original, pixels), photo, output, record
+                    queue.append(item)
+                for _ in range(earlier):
+                    yield ready(queue.pop(0))
+            while queue:
+                yield ready(queue.pop(0))
+        except KeyboardInterrupt:  # the files already handed to the writer are saved and reported: then stop
+            while queue:
+                yield ready(queue.pop(0))
+            raise
+        except GeneratorExit:  # closed early by the caller: the same, without yielding
+            for item in queue:
+                ready(item)
+            raise
+
+
+def settings_record(job: Job) -> dict[str, Any]:
+    """The job's settings as plain values (for a summary or a web page)."""
+    return {"method": job.method, "strength": job.strength, **dataclasses.asdict(job.settings), "seed": job.seed}

@@ -1,0 +1,90 @@
+"""The file pipeline that the command line, the web page and the cluster backend share."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import scenepriv
+from scenepriv import pipeline
+from scenepriv.images import find_images, load_photo
+
+
+def photo(path: Path, seed: int, size=(40, 32)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo(inputs / "a.png", 0)
+    (inputs / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    photo(inputs / "c.png", 1, size=(24, 36))
+    photo(inputs / "d.png", 2)
+    return inputs
+
+
+def test_one_result_per_file_in_order_a_bad_file_named_and_the_rest_saved(folder, tmp_path, tiny_classifier):
+    pairs = pipeline.output_pairs(find_images([folder]), tmp_path / "out")
+    _, settings = pipeline.resolve_settings("fgsm", size="model")
+    job = pipeline.Job(method="fgsm", settings=settings, strength="paper", seed=0, batch_size=2)
+    report = pipeline.Report(str(tmp_path / "report.jsonl"))
+
+    results = list(pipeline.protect_files(pairs, [tiny_classifier], job, report=report))
+    report.close()
+
+    assert [r.source.name for r in results] == ["a.png", "b.jpg", "c.png", "d.png"]
+    assert [r.output.name for r in results] == ["a.png", "b.png", "c.png", "d.png"]
+    bad = results[1]
+    assert bad.record is None and "b.jpg" in bad.error and "\n" not in bad.error and not bad.output.exists()
+    records = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    assert [r.record for r in results if r.record] == records
+    for result in (results[0], results[2], results[3]):
+        assert result.error is None and result.record["method"] == "fgsm" and result.record["strength"] == "paper"
+        saved = load_photo(result.output).pixels
+        assert saved.shape == load_photo(result.source).pixels.shape  # full size by default
+        assert result.record["goal"] == {"toward": False, "classes": [result.record["goal"]["classes"][0]]}
+
+
+def test_results_equal_the_library_call_on_the_same_photo(folder, tmp_path, tiny_classifier):
+    pairs = pipeline.output_pairs(find_images([folder / "a.png"]), tmp_path / "out")
+    _, settings = pipeline.resolve_settings("p-fgsm", size="model", max_iter=5)
+    job = pipeline.Job(settings=settings, strength="paper", seed=3)
+    [result] = pipeline.protect_files(pairs, [tiny_classifier], job)
+
+    direct = scenepriv.protect(load_photo(folder / "a.png").pixels[None], tiny_classifier, seed=3, settings=settings)
+    assert (load_photo(result.output).pixels == direct.images[0]).all()
+    assert result.record["goal"] == direct.records[0]["goal"]
+
+
+def test_closing_early_still_reports_the_files_being_written(folder, tmp_path, tiny_classifier):
+    pairs = pipeline.output_pairs(find_images([folder / "a.png", folder / "c.png", folder / "d.png"]),
+                                  tmp_path / "out")
+    job = pipeline.Job(method="fgsm", settings=pipeline.resolve_settings("fgsm")[1], strength="paper", batch_size=1)
+    report = pipeline.Report(str(tmp_path / "report.jsonl"))
+    results = pipeline.protect_files(pairs, [tiny_classifier], job, report=report)
+    first = next(results)  # a.png yielded; c.png has been protected and handed to the writer
+    results.close()
+    report.close()
+
+    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+    reported = [Path(json.loads(line)["output"]).name for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    assert first.output.name == "a.png" and saved == reported == ["a.png", "c.png"]
+
+
+def test_settings_follow_the_strength_and_the_options_given_win():
+    assert pipeline.resolve_settings()[0] == "low"
+    assert pipeline.resolve_settings("fgsm")[0] == pipeline.resolve_settings(size="model")[0] == "paper"
+    strength, settings = pipeline.resolve_settings(strength="medium", eps=0.01, robust=False)
+    assert strength == "medium" and settings.eps == 0.01 and settings.robust  # the preset's robustness stays
+    _, bounded = pipeline.resolve_settings(strength="low", max_perturbation=0.02)
+    assert bounded.max_perturbation == 0.02 and bounded.texture_budget is None and bounded.texture_mask == 0.02
+    with pytest.raises(ValueError, match="iterations=k applies to sog, fgsm and r-fgsm"):
+        pipeline.resolve_settings("p-fgsm", iterations=3)
+    with pytest.raises(ValueError, match="unknown strength"):
+        pipeline.resolve_settings(strength="extreme")
