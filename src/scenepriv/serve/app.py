@@ -36,15 +36,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from .. import pipeline, verify
 from ..images import ImageError, image_extensions, load_photo, most_changed_box, save_image, shown
 from ..methods import to_uint8
-from ..settings import STRENGTHS
+from ..settings import RESAMPLERS, STRENGTHS
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The photo formats the page takes (one Pillow cannot open here, such as HEIC without pillow-heif, is left out).
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".heic": "HEIC", ".heif": "HEIC", ".webp": "WebP"}
 # What the page checks: the file as saved and after real JPEG re-encoding at 75 and 50, at full and half size, each
-# through the resampler that full-size photos are protected with (scenepriv verify offers every combination).
-CHECK_QUALITIES, CHECK_SCALES, CHECK_RESAMPLER = [75, 50], [1.0, 0.5], "bilinear-antialias"
-CROP_SIZE = 256  # the slider's region, as `scenepriv protect --compare` cuts it
+# through the resampler of the model protected against (scenepriv verify offers every combination).
+CHECK_QUALITIES, CHECK_SCALES = [75, 50], [1.0, 0.5]
+CROP_SIZE = 384  # the slider's region (images.most_changed_box, as `scenepriv protect --compare` finds it)
 STRENGTH_HELP = {
     "low": "least visible; holds on the file as shared, not always through a site's JPEG re-encoding",
     "medium": "hardly visible; holds through a site's JPEG re-encoding and resizing (slower)",
@@ -125,7 +125,6 @@ class Service:
         self.strength, self.max_upload_mb, self.max_photos = strength, max_upload_mb, max_photos
         self.expiry_s, self.seed = expiry_s, seed
         self.formats = {ext: kind for ext, kind in FORMATS.items() if ext in image_extensions()}
-        self.checks = verify.checks(CHECK_QUALITIES, CHECK_SCALES, [CHECK_RESAMPLER])
         self.root = Path(tempfile.mkdtemp(prefix="scenepriv-serve-"))  # mode 0700: this user's only
         self.jobs: dict[str, WebJob] = {}
         self.pending: list[str] = []  # ids of the jobs not finished, in order
@@ -232,7 +231,7 @@ class Service:
                 "strength": self.strength, "max_upload_mb": self.max_upload_mb, "max_photos": self.max_photos,
                 "formats": sorted(self.formats), "expiry_minutes": round(self.expiry_s / 60),
                 "models": [model.name for model in self.models or []], "other_models": list(self.other_models),
-                "checks": [_check_label(check) for check in self.checks]}
+                "checks": [_check_label(check) for check in verify.checks(CHECK_QUALITIES, CHECK_SCALES, ["area"])]}
 
     # --- the worker -------------------------------------------------------------------------------------------------
 
@@ -320,13 +319,16 @@ class Service:
         most changed region of the original and the protected photo, saved for the slider."""
         record = result.record
         original, protected = load_photo(entry.source).pixels, load_photo(result.output).pixels
+        resampler = self._loaded_models()[0].resize
+        checks = verify.checks(CHECK_QUALITIES, CHECK_SCALES,
+                               [resampler if resampler in RESAMPLERS else "bilinear-antialias"])
         verdicts = []
         for judge in self._judges():
-            verdict = verify.judge(judge, protected, original, self.checks)
+            verdict = verify.judge(judge, protected, original, checks)
             verdicts.append({"model": verdict["model"], "checks": [
                 {"check": _check_label(check), "holds": row["holds"], "top1": row["top1"],
                  "original_top1": row["original_top1"]}
-                for check, row in zip(self.checks, verdict["checks"], strict=True)]})
+                for check, row in zip(checks, verdict["checks"], strict=True)]})
         before, after = to_uint8(original[None])[0], to_uint8(protected[None])[0]
         rows, columns = most_changed_box(before, after, CROP_SIZE)
         crops = job.folder / "crops"

@@ -187,19 +187,21 @@ function showFile(file) {
     cards.set(file.index, card);
   }
   card.node.dataset.state = file.state;
-  card.state.textContent = STATES[file.state] || file.state;
   card.message.textContent = file.message || "";
   if (file.result && !card.filled) {
     card.filled = true;
     fillResult(card, file);
   }
+  card.state.textContent = file.result ? verdictOf(file.result) : STATES[file.state] || file.state;
   if (card.download) card.download.hidden = !file.download;
+}
+
+function verdictOf(result) {
+  return result.success ? "protected" : result.top1_changed ? "changed, goal not reached" : "not protected";
 }
 
 function fillResult(card, file) {
   const result = file.result;
-  const verdict = result.success ? "protected" : result.top1_changed ? "changed, goal not reached" : "not protected";
-  card.state.textContent = verdict;
   card.node.dataset.verdict = result.success ? "protected" : "missed";
   card.body.append(
     element("p", {}, "The classifier saw ", element("strong", { text: result.before.name }),
@@ -237,8 +239,13 @@ function compare(result) {
   frame.addEventListener("pointerdown", drag);
   frame.addEventListener("pointermove", drag);
   let zoom = 1;
+  const figure = element("figure", { class: "compare" });
+  const size = () => {
+    frame.style.width = `${crop.width * zoom}px`;
+    frame.style.height = `${crop.height * zoom}px`;
+    figure.style.width = `${Math.max(crop.width * zoom, 256)}px`;
+  };
   const zoomButton = element("button", { type: "button", class: "secondary small", text: "zoom 200%" });
-  const size = () => { frame.style.width = `${crop.width * zoom}px`; frame.style.height = `${crop.height * zoom}px`; };
   zoomButton.addEventListener("click", () => {
     zoom = zoom === 1 ? 2 : 1;
     zoomButton.textContent = zoom === 1 ? "zoom 200%" : "zoom 100%";
@@ -247,10 +254,11 @@ function compare(result) {
   });
   size();
   set(50);
-  return element("figure", { class: "compare" }, frame, slider,
-    element("figcaption", {}, element("span", { text: "◀ original" }),
-      element("span", { text: `the most changed ${crop.width}×${crop.height} region at 100%, from (${crop.left}, ${crop.top}) of ${result.size[0]}×${result.size[1]}` }),
-      element("span", { text: "protected ▶" })), zoomButton);
+  figure.append(frame, slider, element("div", { class: "ends" }, element("span", { text: "◀ original" }),
+    element("span", { text: "protected ▶" })), element("figcaption", { text:
+      `The most changed ${crop.width}×${crop.height} region at 100%, from (${crop.left}, ${crop.top}) of the ` +
+      `${result.size[0]}×${result.size[1]} photo: slide to compare.` }), zoomButton);
+  return figure;
 }
 
 function checks(result) {
@@ -263,10 +271,18 @@ function checks(result) {
       return element("td", { class: check.holds ? "holds" : "fails",
         title: `original: ${check.original_top1}; protected: ${check.top1}`, text: check.holds ? "✓ holds" : `✗ ${check.top1}` });
     })));
-  return element("details", { class: "checks", open: "" },
+  const details = element("details", { class: "checks", open: "" },
     element("summary", { text: `Check: holds in ${result.holds} of ${result.checked} tests` +
       " (re-encoded as a site would, and on other models)" }),
     element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)));
+  if (result.checks[0].checks.some((check) => !check.holds)) {
+    details.append(element("p", { class: "note", text: "Where a test fails, a site that re-encodes or shrinks the " +
+      "photo may undo the protection: for such sites, protect it again at strength medium or high." }));
+  } else if (result.holds < result.checked) {
+    details.append(element("p", { class: "note", text: "Other models than the one protected against may still " +
+      "recognise the scene where a test fails." }));
+  }
+  return details;
 }
 
 function again() {

@@ -1,0 +1,147 @@
+"""scenepriv serve in a real browser: Debian's headless Chromium driven by Selenium, as a person uses the page.
+
+SCENEPRIV_SCREENSHOT=docs/serve.png also writes the README's screenshot of the results.
+"""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from scenepriv.images import load_photo
+from scenepriv.serve import bound_socket, create_app
+from test_serve import as_served, small_copy
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+                                       "chromium-driver; .ci/run installs them)")
+PHOTOS = ("friends_by_Aitzol_Berasategi.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg")
+
+
+@pytest.fixture
+def served_classifier(embedded_classifier):
+    return as_served(embedded_classifier)
+
+
+@pytest.fixture
+def server(served_classifier):
+    """The page on a free port of 127.0.0.1, served by uvicorn in a thread, with the embedded model."""
+    app = create_app([served_classifier], seed=0, allowed_hosts=["127.0.0.1"])
+    listening = bound_socket("127.0.0.1", 0)
+    running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{listening.getsockname()[1]}/", app
+    running.should_exit = True
+    thread.join(timeout=60)
+    listening.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--no-default-browser-check", "--window-size=1100,1400",
+                     f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def top1(classifier, pixels: torch.Tensor) -> int:
+    with torch.inference_mode():
+        return int(classifier(pixels[None].to(classifier.device)).argmax())
+
+
+def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_one(
+        server, browser, served_classifier, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, app = server
+    photos = [small_copy(name, tmp_path) for name in PHOTOS]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 this is not a photo")
+
+    browser.get(url)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[name=strength]"), 30, "the strengths")
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=strength]:checked").get_attribute("value") == "low"
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(path) for path in [*photos, broken]))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chosen li")) == 3
+    start = browser.find_element(By.ID, "start")
+    assert start.is_enabled()
+    start.click()
+
+    state = browser.find_element(By.ID, "job-state")
+    wait_for(lambda: state.text.startswith("Done"), 600, "the job")
+    assert state.text == "Done: 2 of 3 photos protected"
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.photo")
+    assert [card.get_attribute("data-state") for card in cards] == ["done", "done", "failed"]
+    assert cards[2].find_element(By.CSS_SELECTOR, "p.error").text == "broken.jpg: not an image Pillow can read"
+    for card in cards[:2]:
+        assert card.get_attribute("data-verdict") == "protected"
+        images = card.find_elements(By.CSS_SELECTOR, ".frame img")
+        wait_for(lambda images=images: all(browser.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image) for image in images), 30, "crops")
+        assert "holds in" in card.find_element(By.CSS_SELECTOR, ".checks summary").text
+
+    if os.environ.get("SCENEPRIV_SCREENSHOT"):
+        screenshot(browser, Path(os.environ["SCENEPRIV_SCREENSHOT"]))
+
+    link = cards[0].find_element(By.CSS_SELECTOR, "a.download")
+    assert link.get_attribute("download") == "friends_by_Aitzol_Berasategi.png"
+    link.click()
+    saved = browser.downloads / "friends_by_Aitzol_Berasategi.png"
+    wait_for(lambda: saved.exists() and not list(browser.downloads.glob("*.crdownload")), 60, "the download")
+    image = Image.open(saved)
+    assert image.format == "PNG" and not image.getexif() and "exif" not in image.info
+    protected, original = load_photo(saved).pixels, load_photo(photos[0]).pixels
+    assert protected.shape == original.shape
+    assert top1(served_classifier, protected) != top1(served_classifier, original)
+    assert Image.open(photos[0]).getexif()  # the original had EXIF (and GPS): the download has none
+
+
+def screenshot(browser, path: Path) -> None:
+    """The results of the first photo, as a palette PNG small enough for the README."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1000, 1500)
+    browser.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(path))
+    bottom = browser.find_elements(By.CSS_SELECTOR, "article.photo")[0].rect
+    image = Image.open(path).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, int(bottom["y"] + bottom["height"] + 16))))
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
