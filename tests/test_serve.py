@@ -2,6 +2,7 @@
 
 import copy
 import io
+import os
 import re
 import signal
 import socket
@@ -303,12 +304,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_command_serves_the_page_and_stops_on_ctrl_c():
+def test_the_command_serves_the_page_and_stops_on_ctrl_c(tmp_path):
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "scenepriv", "serve", "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -320,13 +322,15 @@ def test_the_command_serves_the_page_and_stops_on_ctrl_c():
                 assert time.monotonic() < deadline, "the server did not answer"
                 time.sleep(0.5)
         assert config["models"] == ["efficientnet-lite0"] and config["strength"] == "low"
+        assert [path.name[:16] for path in tmp_path.glob("scenepriv*")] == ["scenepriv-serve-"]  # its temporary folder
         # Another Host than this computer's names (a DNS-rebinding page) is not answered.
         assert httpx.get(f"http://127.0.0.1:{port}/api/config", headers={"Host": "evil.example"}).status_code == 400
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
-    assert f"http://127.0.0.1:{port}/" in out and "warning" not in err
+    assert f"http://127.0.0.1:{port}/" in out and "stopped" in out and "warning" not in err
+    assert list(tmp_path.glob("scenepriv*")) == []  # deleted on the way out
 
 
 def test_serve_help_names_its_options():

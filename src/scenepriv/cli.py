@@ -94,6 +94,23 @@ MODEL_NAMES = _list_of(MODEL)
 SCALE = _in_range(0, 8, open_low=True)
 
 
+# --- serve ----------------------------------------------------------------------------------------------------------
+
+
+def command_serve(args: argparse.Namespace, console: Console) -> int:
+    """The web page (:mod:`scenepriv.serve`, imported here: --help needs neither FastAPI nor PyTorch): the models
+    protected against are loaded now; the other Lite models installed are checked on, each loaded when first used."""
+    from functools import partial
+
+    from . import serve
+    from .commands import _classifier
+
+    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    others = {name: partial(_classifier, args, name) for name in serve.other_model_names(args.model)}
+    return serve.run(models, other_models=others, host=args.host, port=args.port, strength=args.strength,
+                     max_upload_mb=args.max_upload_mb, say=console.info, warn=console.warn)
+
+
 # --- the parser -----------------------------------------------------------------------------------------------------
 
 
@@ -265,6 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(e)
     _model_options(e, batch_size="images")
     e.set_defaults(run=command_evaluate)
+
+    s = commands.add_parser("serve", help="a web page on this computer: drop photos, protect, check, download",
+                            formatter_class=_Formatter,
+                            description="Serve a web page where photos are dropped, protected as by 'protect' (PNG, "
+                                        "no metadata),\ncompared before/after, checked after JPEG re-encoding and "
+                                        "resizing, and downloaded.\nPhotos stay in a temporary folder, deleted once "
+                                        "downloaded, after 30 minutes, or when the\nserver stops. Ctrl+C stops it.")
+    s.add_argument("--port", type=_whole(0, 65535), default=8765, help="port to listen on (default 8765; 0: any free)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; any other is warned about)")
+    s.add_argument("--strength", choices=list(STRENGTHS), default="low",
+                   help="the strength the page starts with (default low)")
+    s.add_argument("--max-upload-mb", type=_in_range(0, 100_000, open_low=True), default=50,
+                   help="the largest photo the page takes, in MB (default 50)")
+    _output_options(s)
+    _model_options(s, precision="auto", ensemble=True)
+    s.set_defaults(run=command_serve)
     return parser
 
 

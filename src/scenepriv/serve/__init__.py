@@ -10,14 +10,23 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .app import ModelSource, create_app
 
-__all__ = ["create_app", "is_loopback", "run"]
+__all__ = ["create_app", "is_loopback", "other_model_names", "run"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# Models the page also checks photos on, where their weights are installed (offline packages: the models extra).
+CHECKED_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+def other_model_names(protected_against: Sequence[str]) -> list[str]:
+    """The models of :data:`CHECKED_MODELS` not protected against whose weights this installation has."""
+    from ..zoo import MODELS
+
+    return [name for name in CHECKED_MODELS if name not in protected_against and MODELS[name].weights_status()[1]]
 
 
 def is_loopback(host: str) -> bool:
@@ -70,5 +79,11 @@ def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | 
     say(f"scenepriv serve: open http://{shown_host}:{listening.getsockname()[1]}/ in a browser "
         "(photos stay on this computer; Ctrl+C stops the server and deletes them)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    server.run(sockets=[listening])
+    try:
+        server.run(sockets=[listening])
+    except KeyboardInterrupt:  # uvicorn stops on Ctrl+C, then raises it again: the way this server is meant to stop
+        pass
+    finally:
+        listening.close()
+    say("scenepriv serve: stopped; the photos it held are deleted")
     return 0

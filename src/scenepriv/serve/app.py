@@ -271,7 +271,7 @@ class Service:
             if name not in self.loaded_others:
                 try:
                     self.loaded_others[name] = load()
-                except Exception as error:  # noqa: BLE001 (a check on another model is a bonus, not the job)
+                except (Exception, SystemExit) as error:  # a check on another model is a bonus, not the job
                     print(f"warning: scenepriv serve: model {name} left out of the checks: {error}", flush=True)
                     self.loaded_others[name] = None
         protected_against = self._loaded_models()
