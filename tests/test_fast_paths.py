@@ -12,10 +12,12 @@ from torch import nn
 
 import scenepriv
 from conftest import EXAMPLES, make_tiny_classifier
+from scenepriv import speed
 from scenepriv.attack import quantise, straight_through_quantise
 from scenepriv.images import load_photo
-from scenepriv.zoo import Classifier, base, resize_to_input
-from scenepriv.zoo.base import bf16_is_fast, compile_problem, fold_batch_norms
+from scenepriv.speed import bf16_is_fast, compile_problem, fold_batch_norms
+from scenepriv.transforms import resize_to_input
+from scenepriv.zoo import Classifier
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_compile_gives_the_eager_logits_and_gradients(monkeypatch):
 
 
 def test_compile_is_refused_in_one_line_without_a_compiler(monkeypatch):
-    monkeypatch.setattr(base.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
     compile_problem.cache_clear()
     try:
         with pytest.raises(RuntimeError, match=r"^compile=True: .*C\+\+ compiler.*compile=False$"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .settings import RESAMPLERS
+from .settings import RESAMPLERS, RESIZE_POLICIES
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:
@@ -27,6 +27,26 @@ def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tens
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
                              antialias=resampler == "bilinear-antialias")
     raise ValueError(f"unknown resampler {resampler!r}; choose one of {', '.join(RESAMPLERS)}")
+
+
+def resize_to_input(x: torch.Tensor, size: tuple[int, int], policy: str) -> torch.Tensor:
+    """Differentiably bring a batch (N, 3, H, W) to the model's input size.
+
+    ``bilinear`` is the paper's setting (the whole image downsized bilinearly, no crop);
+    ``bilinear-antialias``, ``bicubic`` and ``area`` are the other resamplers of :func:`resize`;
+    ``resize-crop`` is torchvision's evaluation transform (short side to 256/224 of the input
+    size, antialiased bilinear, then a centre crop).
+    """
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    if policy != "resize-crop":
+        return resize(x, size, policy)
+    height, width = size
+    scale = round(min(height, width) * 256 / 224) / min(x.shape[-2:])
+    resized = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
+    x = resize(x, resized, "bilinear-antialias")
+    top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
+    return x[..., top : top + height, left : left + width]
 
 
 def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ The registry itself imports no PyTorch, so ``scenepriv models`` and ``--help`` s
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,16 +20,18 @@ if TYPE_CHECKING:
 
     from .base import Classifier
 
-_LAZY = {"Classifier", "compile_problem", "resize_to_input"}
+# Names served from the modules that import torch, each imported when first asked for.
+_LAZY = {"Classifier": "scenepriv.zoo.base", "compile_problem": "scenepriv.speed",
+         "resize_to_input": "scenepriv.transforms"}
 
 
 def __getattr__(name: str) -> Any:
-    """``Classifier``, ``compile_problem`` and ``resize_to_input`` from :mod:`.base`, imported when first asked for."""
+    """``Classifier`` (:mod:`.base`), ``compile_problem`` (:mod:`scenepriv.speed`) and ``resize_to_input``
+    (:mod:`scenepriv.transforms`), imported when first asked for."""
     if name in _LAZY:
-        from . import base
-
-        return getattr(base, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -92,7 +95,7 @@ def load_classifier(
     """Build model ``name`` of the zoo, with its weights from ``weights`` (a local file) if given.
 
     ``resize`` is how a photo of any size is brought to the model's input size
-    (see :func:`scenepriv.zoo.base.resize_to_input`); the default is the paper's.
+    (see :func:`scenepriv.transforms.resize_to_input`); the default is the paper's.
     ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last``, ``compile`` and
     ``fold_batch_norm`` are the speed options of :class:`Classifier` (README, "Speed"); the
     defaults keep the network's fp32 results (to float rounding: batch norms are folded, and the
@@ -103,7 +106,8 @@ def load_classifier(
     """
     import torch
 
-    from .base import Classifier, compile_problem
+    from ..speed import compile_problem
+    from .base import Classifier
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
