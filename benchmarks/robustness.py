@@ -28,8 +28,8 @@ import torch
 
 import scenepriv
 from scenepriv import metrics, verify
+from scenepriv.attack import to_uint8
 from scenepriv.images import find_images, load_photo
-from scenepriv.methods import to_uint8
 from scenepriv.settings import RESAMPLERS, STRENGTHS
 
 
@@ -83,6 +83,9 @@ def main() -> None:
         with torch.inference_mode():
             for name, judge in judges.items():
                 changed[name].append(int(judge(photo[None]).argmax()) != int(judge(result.images).argmax()))
+        print(f"  {path.name}: iterations={records[-1]['iterations']} success={records[-1]['success']} "
+              f"butteraugli={distances[-1]} s={seconds[-1]:.1f} "
+              + " ".join(f"{name} changed={values[-1]}" for name, values in changed.items()), flush=True)
 
     def mean(values):
         return sum(values) / len(values)

@@ -5,9 +5,8 @@ import torch
 
 import scenepriv
 from conftest import EXAMPLES
-from scenepriv.attack import quantise
+from scenepriv.attack import quantise, to_uint8
 from scenepriv.images import load_photo
-from scenepriv.methods import to_uint8
 from scenepriv.transforms import resize_to_input
 
 

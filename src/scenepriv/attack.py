@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,11 @@ from torch import nn
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """The 8-bit image as saved, back in [0, 1]."""
     return x.clamp(0, 1).mul_(255).round_().div_(255)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, the pixels as saved."""
+    return quantise(images).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class _StraightThroughQuantise(torch.autograd.Function):

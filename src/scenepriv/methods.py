@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics, targets
-from .attack import goal_reached, quantise, sign_step_loop
+from .attack import goal_reached, quantise, sign_step_loop, to_uint8
 from .perceptual import texture_weights
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
@@ -204,11 +204,6 @@ def _checked_images(images: Any) -> torch.Tensor:
         hint = "; divide 0-255 values by 255" if high > 1 else ""
         raise ValueError(f"images must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
     return images.clamp(0, 1) if low < 0 or high > 1 else images
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, the pixels as saved."""
-    return quantise(images).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _records(result: Protection) -> list[dict[str, Any]]:

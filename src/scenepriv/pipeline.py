@@ -183,8 +183,9 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     import torch
 
     from . import metrics
+    from .attack import to_uint8
     from .images import ImageError, load_photo, most_changed_crop, prefetch, save_image, shown
-    from .methods import protect, to_uint8
+    from .methods import protect
     from .transforms import resize_to_input
 
     inputs = {source.resolve() for source, _ in pairs}

@@ -56,6 +56,24 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return jpeg_codec_differentiable(x, quality.to(x.device, x.dtype)).clamp(0, 1)
 
 
+def diverse_views(x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator, count: int,
+                  min_scale: float) -> list[torch.Tensor]:
+    """Input diversity (DI): ``count`` views of a batch at the classifier's input size, each shrunk by a random
+    factor in [min_scale, 1] and placed at a random position on a black canvas of that size (one draw per view
+    for the whole batch, from ``generator``), so a step cannot rely on one exact scale and position."""
+    height, width = input_size
+    x = resize(x, input_size, "bilinear-antialias")
+    views = []
+    for _ in range(count):
+        scale = min_scale + (1 - min_scale) * float(torch.rand(1, generator=generator))
+        small_height, small_width = max(1, round(height * scale)), max(1, round(width * scale))
+        top = int(torch.randint(height - small_height + 1, (1,), generator=generator))
+        left = int(torch.randint(width - small_width + 1, (1,), generator=generator))
+        small = resize(x, (small_height, small_width), "bilinear")
+        views.append(F.pad(small, [left, width - small_width - left, top, height - small_height - top]))
+    return views
+
+
 @dataclass(frozen=True)
 class PlatformViews:
     """Random re-encodings of a batch, the way a platform may process an upload.

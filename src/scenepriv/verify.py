@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .attack import quantise
+from .attack import quantise, to_uint8
 from .settings import RESAMPLERS
 from .transforms import resize
 from .zoo import Classifier
@@ -44,7 +44,7 @@ def checks(qualities: list[int], scales: list[float], resamplers: list[str] | No
 
 def jpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode (3, H, W) in [0, 1] as a real JPEG with Pillow and decode it again."""
-    array = quantise(pixels).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    array = to_uint8(pixels[None])[0]
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
     decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

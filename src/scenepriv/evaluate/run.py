@@ -18,8 +18,9 @@ import torch
 from tqdm import tqdm
 
 from .. import metrics
+from ..attack import to_uint8
 from ..images import ImageError, load_photo, save_image
-from ..methods import protect, to_uint8
+from ..methods import protect
 from ..zoo import Classifier, resize_to_input
 from .datasets import Dataset, Item
 from .report import write_reports
