@@ -6,6 +6,7 @@ SCENEPRIV_SCREENSHOT=docs/serve.png also writes the README's screenshot of the r
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import torch
 import uvicorn
 from PIL import Image
 
+from scenepriv import load_classifier
 from scenepriv.images import load_photo
-from scenepriv.serve import bound_socket, create_app
+from scenepriv.serve import bound_socket, create_app, other_model_names
 from test_serve import as_served, small_copy
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -31,8 +33,13 @@ def served_classifier(embedded_classifier):
 
 @pytest.fixture
 def server(served_classifier):
-    """The page on a free port of 127.0.0.1, served by uvicorn in a thread, with the embedded model."""
-    app = create_app([served_classifier], seed=0, allowed_hosts=["127.0.0.1"])
+    """The page on a free port of 127.0.0.1, served by uvicorn in a thread, with the embedded model (and, for the
+    README's screenshot, checks on the other Lite models installed, as `scenepriv serve` has them)."""
+    others = {}
+    if os.environ.get("SCENEPRIV_SCREENSHOT"):
+        others = {name: partial(load_classifier, name, device="cpu", resize=served_classifier.resize)
+                  for name in other_model_names([served_classifier.name])}
+    app = create_app([served_classifier], other_models=others, seed=0, allowed_hosts=["127.0.0.1"])
     listening = bound_socket("127.0.0.1", 0)
     running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=running.run, kwargs={"sockets": [listening]}, daemon=True)
@@ -144,4 +151,4 @@ def screenshot(browser, path: Path) -> None:
     bottom = browser.find_elements(By.CSS_SELECTOR, "article.photo")[0].rect
     image = Image.open(path).convert("RGB")
     image = image.crop((0, 0, image.width, min(image.height, int(bottom["y"] + bottom["height"] + 16))))
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)

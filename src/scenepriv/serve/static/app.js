@@ -157,7 +157,7 @@ function show(view) {
     state = `${doing}: ${view.done} of ${view.total} finished`;
   }
   else {
-    const protectedCount = view.files.filter((file) => file.state === "done").length;
+    const protectedCount = view.files.filter((file) => file.result && file.result.success).length;
     state = `Done: ${protectedCount} of ${view.total} photo${view.total > 1 ? "s" : ""} protected`;
   }
   $("job-state").textContent = state;
@@ -207,8 +207,7 @@ function fillResult(card, file) {
     element("p", {}, "The classifier saw ", element("strong", { text: result.before.name }),
       ` (${percent(result.before.probability)}); now it sees `, element("strong", { text: result.after.name }),
       ` (${percent(result.after.probability)}).`),
-    compare(result),
-    checks(result),
+    element("div", { class: "side-by-side" }, compare(result), checks(result)),
   );
   const visible = result.butteraugli == null ? "" : ` Butteraugli ${result.butteraugli.toFixed(2)} (about 1: not visible).`;
   card.body.append(element("p", { class: "note", text:
@@ -312,6 +311,7 @@ async function main() {
   $("start").addEventListener("click", start);
   $("again").addEventListener("click", again);
   $("forget").addEventListener("click", forget);
+  $("zip").addEventListener("click", () => setTimeout(poll, 1500));
   const earlier = sessionStorage.getItem("scenepriv-job");  // this tab's job, after a reload
   if (earlier) {
     const response = await fetch(`/api/jobs/${encodeURIComponent(earlier)}`);
