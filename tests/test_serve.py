@@ -243,6 +243,21 @@ def test_a_finished_job_expires_and_its_photos_are_deleted(photos):
     assert not root.exists()
 
 
+def test_deleted_from_the_page_while_it_runs_leaves_no_photo(tiny_app, photos):
+    app, client = tiny_app
+    service = app.state.service
+    job = client.post("/api/jobs", files=files_of(*photos), headers=HEADERS).json()
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 403  # not from the page
+    while service.jobs[job["id"]].state == "waiting":
+        time.sleep(0.05)
+    assert client.delete(f"/api/jobs/{job['id']}", headers=HEADERS).status_code == 204
+    assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+    deadline = time.monotonic() + 120
+    while service.pending or any(service.root.iterdir()):  # the worker stops after the photo it is on
+        assert time.monotonic() < deadline, list(service.root.rglob("*"))
+        time.sleep(0.1)
+
+
 def test_uploaded_names_cannot_leave_the_job_folder():
     assert safe_name("../../etc/passwd.jpg", "x") == "passwd.jpg"
     assert safe_name("..\\..\\windows\\x.png", "x") == "x.png"

@@ -258,6 +258,10 @@ class Service:
                     job.state, job.finished = "done", time.monotonic()
                     if job.id in self.pending:
                         self.pending.remove(job.id)
+                    protected = [entry for entry in job.entries if entry.state == "done"]
+                    downloaded = bool(protected) and all(entry.downloaded for entry in protected)
+                if job.files_removed or downloaded:  # deleted while it ran (files written since go too)
+                    self.remove_files(job)
 
     def _loaded_models(self) -> list:
         if self.models is None:
@@ -299,7 +303,13 @@ class Service:
                 results.close()
                 return
             if not result.error:
-                outcome = self._outcome(job, entry, result)
+                try:
+                    outcome = self._outcome(job, entry, result)
+                except (ImageError, OSError):
+                    if job.files_removed:  # deleted from the page while it was checked
+                        results.close()
+                        return
+                    raise
                 with self.lock:
                     entry.result, entry.state = outcome, "done"
             with self.lock:

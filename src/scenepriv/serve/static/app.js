@@ -86,11 +86,13 @@ function start() {
   $("start").disabled = true;
   $("message").textContent = "";
   const bar = $("upload");
+  bar.value = 0;
   bar.hidden = false;
   const request = new XMLHttpRequest();
   request.open("POST", "/api/jobs");
   for (const [key, value] of Object.entries(HEADERS)) request.setRequestHeader(key, value);
   request.upload.addEventListener("progress", (event) => { if (event.lengthComputable) bar.value = event.loaded / event.total; });
+  request.upload.addEventListener("load", () => bar.removeAttribute("value"));  // sent: the server reads the photos
   request.addEventListener("load", () => {
     bar.hidden = true;
     let answer = {};
