@@ -21,9 +21,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,6 +38,8 @@ from . import pipeline
 from .pipeline import FileResult, Job, Report
 from .settings import ScenePrivError
 
+CHUNKS_PER_WORKER = 4  # chunks per worker at least, so that the workers finish together
+CHUNK_PHOTOS = 64  # photos in a chunk at most: a killed worker's chunk is protected again
 MEGAPIXEL_LIMIT = 16_000_000  # the local pipeline's most pixels in one batch (pipeline.protect_files)
 ORIENTATION = 0x0112  # EXIF orientations 5-8 turn the photo by 90 degrees
 ENVIRONMENT = ("SCENEPRIV_PLACES365_URL", "SCENEPRIV_CACHE_DIR")  # carried to the workers of a remote cluster
@@ -233,6 +237,19 @@ def local_batches(pairs: Sequence[tuple[Any, Any]], job: Job) -> list[list[int]]
     return batches
 
 
+def chunked(batches: list[list[int]], photos: int) -> list[list[int]]:
+    """Consecutive batches joined into chunks of at least ``photos`` photos (at most :data:`CHUNK_PHOTOS`): one
+    chunk is one call of a worker, where protect_files writes a batch while it protects the next. A chunk starts
+    where a batch starts, so protect_files forms the same batches in it."""
+    chunks: list[list[int]] = []
+    for batch in batches:
+        if chunks and len(chunks[-1]) < min(max(1, photos), CHUNK_PHOTOS):
+            chunks[-1] += batch
+        else:
+            chunks.append(list(batch))
+    return chunks
+
+
 # --- the workers ---------------------------------------------------------------------------------------------------
 
 
@@ -261,9 +278,12 @@ def _put(local: Path, output: str) -> None:
 
 class Protector:
     """A Ray Data worker (a callable class for ``map_batches``): loads the classifier(s) once, then protects one
-    planned batch per row with :func:`scenepriv.pipeline.protect_files`. Returns one row per photo."""
+    chunk of the local pipeline's batches per row with :func:`scenepriv.pipeline.protect_files`; one row out per
+    photo. Each photo is saved under ``staging`` (a folder of this run beside the outputs) and moved into place
+    once whole, so a worker killed mid-write leaves its half file there, never among the outputs."""
 
-    def __init__(self, job: Job, models: Models, threads: int, exit_after_first_photo: str | None = None) -> None:
+    def __init__(self, job: Job, models: Models, threads: int, staging: str | None,
+                 exit_after_first_photo: str | None = None) -> None:
         import torch
 
         from .runtime import keep_freed_memory
@@ -271,49 +291,52 @@ class Protector:
         torch.set_num_threads(max(1, threads))
         if job.size == "model":
             keep_freed_memory()  # as the command line does for 224 px work
-        self.job, self.models = job, models.load(job.size)
+        self.job, self.models, self.staging = job, models.load(job.size), staging
         self.exit_after_first_photo = exit_after_first_photo  # a test hook: see _maybe_exit
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"index": [], "record": [], "error": [], "warnings": []}
         for indices, sources, outputs in zip(rows["indices"], rows["sources"], rows["outputs"], strict=True):
-            for index, (record, error, warnings) in zip(indices, self.protect(list(sources), list(outputs)),
-                                                        strict=True):
-                out["index"].append(int(index))
+            indices = [int(index) for index in indices]
+            for index, (record, error, warnings) in zip(indices, self.protect(indices, list(sources),
+                                                                              list(outputs)), strict=True):
+                out["index"].append(index)
                 out["record"].append(json.dumps(record) if record is not None else "")
                 out["error"].append(error or "")
                 out["warnings"].append(json.dumps(warnings))
         return out
 
-    def protect(self, sources: list[str], outputs: list[str]) -> list[tuple[dict | None, str | None, list[str]]]:
-        """(record, error, warnings) per photo of one batch, in order; never raises for a photo."""
+    def protect(self, indices: list[int], sources: list[str],
+                outputs: list[str]) -> list[tuple[dict | None, str | None, list[str]]]:
+        """(record, error, warnings) per photo of one chunk, in order; never raises for a photo."""
         import torch
 
         done: list[tuple[dict | None, str | None, list[str]] | None] = [None] * len(sources)
         with tempfile.TemporaryDirectory(prefix="scenepriv-") as scratch:
-            pairs, slots, names = [], [], {}  # what protect_files sees, where its results go, the remote names
-            for slot, (source, output) in enumerate(zip(sources, outputs, strict=True)):
-                local_source, local_output = Path(source), Path(output)
-                if is_uri(source) or is_uri(output):
-                    folder = Path(scratch, str(slot))
-                    folder.mkdir()
-                    if is_uri(output):
-                        local_output = folder / "out" / PurePosixPath(output).name
-                        names[str(local_output)] = output
-                    if is_uri(source):
-                        try:
-                            local_source = _fetch(source, folder)
-                        except (OSError, ValueError) as error:
-                            done[slot] = (None, f"{source}: cannot be read ({error})", [])
-                            continue
-                        names[str(local_source)] = source
+            pairs, slots, names = [], [], {}  # what protect_files sees, where its results go, the names given
+            for slot, (index, source, output) in enumerate(zip(indices, sources, outputs, strict=True)):
+                folder = Path(scratch, str(slot))
+                local_source = Path(source)
+                if is_uri(output):
+                    local_output = folder / "out" / PurePosixPath(output).name
+                else:
+                    local_output = Path(self.staging, str(index), Path(output).name)
+                names[str(local_output)] = output
+                if is_uri(source):
+                    try:
+                        folder.mkdir(exist_ok=True)
+                        local_source = _fetch(source, folder)
+                    except (OSError, ValueError) as error:
+                        done[slot] = (None, f"{source}: cannot be read ({error})", [])
+                        continue
+                    names[str(local_source)] = source
                 pairs.append((local_source, local_output))
                 slots.append(slot)
             finished = 0
             try:
                 with torch.enable_grad():
                     for result in pipeline.protect_files(pairs, self.models, self.job):  # in the order of pairs
-                        done[slots[finished]] = self._named(result, names)
+                        done[slots[finished]] = self._placed(result, names)
                         finished += 1
                         self._maybe_exit()
             except Exception as error:  # noqa: BLE001 (a bug or a lost device: these photos fail, not the job)
@@ -323,24 +346,27 @@ class Protector:
         return done
 
     @staticmethod
-    def _named(result: FileResult, names: dict[str, str]) -> tuple[dict | None, str | None, list[str]]:
-        """(record, error, warnings) under the names the driver gave: temporary copies of remote photos are
-        named by their URIs, and a remote output is put in its place."""
+    def _placed(result: FileResult, names: dict[str, str]) -> tuple[dict | None, str | None, list[str]]:
+        """The saved photo moved (local) or put (URI) to its output; (record, error, warnings) under the names
+        the driver gave, not the staging or temporary ones."""
 
         def named(text: str) -> str:
             for local, name in names.items():
                 text = text.replace(local, name)
             return text
 
-        source, output = names.get(str(result.source), str(result.source)), names.get(str(result.output))
+        source, output = names.get(str(result.source), str(result.source)), names[str(result.output)]
         record = result.record
-        if record is not None and output is not None:
+        if record is not None:
             try:
-                _put(Path(result.output), output)
+                if is_uri(output):
+                    _put(Path(result.output), output)
+                else:
+                    Path(output).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(result.output, output)
             except (OSError, ValueError) as problem:
                 return None, f"{source}: cannot write {output} ({problem})", []
-        if record is not None:
-            record = {**record, "file": source, "output": output or record["output"]}
+            record = {**record, "file": source, "output": output}
         return record, named(result.error) if result.error else None, [named(w) for w in result.warnings]
 
     def _maybe_exit(self) -> None:
@@ -406,6 +432,8 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
     pairs = [(str(source), str(output)) for source, output in pairs]
     inputs = {os.path.realpath(source) for source, _ in pairs if not is_uri(source)}
     run = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    folders = [os.path.dirname(os.path.abspath(output)) for _, output in pairs if not is_uri(output)]
+    staging = os.path.join(os.path.commonpath(folders), f".scenepriv-ray-{uuid.uuid4().hex[:12]}") if folders else None
     report = report or Report(None)
     failed, planned = [], []
     for index, (source, output) in enumerate(pairs):  # as the pipeline refuses it; its batches break there too
@@ -419,6 +447,7 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
         yield result
     kept = [pairs[index] for index in planned]
     batches = [[planned[i] for i in batch] for batch in local_batches(kept, job)]
+    chunks = chunked(batches, math.ceil(len(kept) / (CHUNKS_PER_WORKER * cluster.workers)))
 
     def result_of(row: dict) -> FileResult:
         source, output = pairs[row["index"]]
@@ -438,19 +467,23 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
         cpus = _cpus_per_worker(cluster)
         environment = {name: os.environ[name] for name in ENVIRONMENT if name in os.environ}
         dataset = ray.data.from_items(
-            [{"indices": batch, "sources": [pairs[i][0] for i in batch], "outputs": [pairs[i][1] for i in batch]}
-             for batch in batches], override_num_blocks=len(batches))
+            [{"indices": chunk, "sources": [pairs[i][0] for i in chunk], "outputs": [pairs[i][1] for i in chunk]}
+             for chunk in chunks], override_num_blocks=len(chunks))
         protected = dataset.map_batches(
             Protector, batch_size=1, num_cpus=cpus, num_gpus=cluster.gpus_per_worker or None,
             compute=ray.data.ActorPoolStrategy(size=cluster.workers, max_tasks_in_flight_per_actor=1),
-            fn_constructor_kwargs={"job": job, "models": models, "threads": int(cpus),
+            fn_constructor_kwargs={"job": job, "models": models, "threads": int(cpus), "staging": staging,
                                    "exit_after_first_photo": _exit_after_first_photo},
             runtime_env={"env_vars": environment} if environment else None)
-        for row in protected.iter_rows():
-            result = result_of(row)
-            if result.record is not None:
-                report.write(result.record)
-            yield result
+        try:
+            for row in protected.iter_rows():
+                result = result_of(row)
+                if result.record is not None:
+                    report.write(result.record)
+                yield result
+        finally:  # what killed workers left half written
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def protect_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], destination: str | os.PathLike, *,
