@@ -3,6 +3,8 @@ outputs and report records of the local pipeline, a worker killed mid-run, a re-
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,22 @@ def test_a_rerun_skips_the_photos_already_reported_and_remote_paths_go_through_p
     assert lines[len(first)] == '{"file": "cut off by a kill'  # kept, and ended: the next record is whole
     records = [json.loads(line) for line in lines[len(first) + 1:]]
     assert [r["output"] for r in records] == [f"{destination}/{p.name}" for p in written]
+
+
+def test_the_command_line_protects_on_the_cluster(cluster, photos, local, tmp_path, capsys):
+    from scenepriv.cli import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("aitzgorri_by_Aitzol_Berasategi.jpg", "friends_by_Aitzol_Berasategi.jpg"):  # one photo a batch
+        shutil.copy(photos / name, inputs / name)
+    code = main(["protect", str(inputs), "-o", str(tmp_path / "out"), "--ray", "--workers", "1",
+                 "--batch-size", str(BATCH_SIZE), "--seed", "0", "--strength", SETTINGS["strength"],
+                 "--max-iter", str(SETTINGS["max_iter"]), "--report", str(tmp_path / "report.jsonl")])
+    printed = capsys.readouterr().out
+
+    assert code == (0 if all(local[name]["record"]["success"] for name in os.listdir(inputs)) else 1)
+    assert "photos                2" in printed and "not saved             0" in printed
+    for name in os.listdir(inputs):
+        assert (tmp_path / "out" / local[name]["output"]).read_bytes() == local[name]["bytes"]
+    assert len(report_lines(tmp_path / "report.jsonl")) == 2

@@ -225,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--max-perturbation", type=_in_range(0, 1),
                         help="optional L-infinity bound around the original, in [0, 1] pixel units")
     _model_options(p, precision="auto", batch_size="photos", ensemble=True)
+    cluster = p.add_argument_group("many photos (a Ray cluster; pip install 'scenepriv[cluster]')")
+    cluster.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                         help="protect on a Ray cluster: auto (alone) joins the one RAY_ADDRESS or 'ray start' names, "
+                              "else starts one here; or host:6379, ray://host:10001. INPUT and OUTDIR may then be "
+                              "s3://, gs:// or hdfs:// URIs; photos already in --report are skipped")
+    cluster.add_argument("--workers", type=_whole(1), default=1, metavar="N",
+                         help="workers, each holding the model(s) once (default 1)")
+    cluster.add_argument("--gpus-per-worker", type=_in_range(0, 64), default=0, metavar="N",
+                         help="GPUs each worker takes, e.g. 1 or 0.5 (default 0: CPU)")
     p.set_defaults(run=command_protect)
 
     v = commands.add_parser("verify", help="check that protected files stay protected after re-encoding",

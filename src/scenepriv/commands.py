@@ -172,7 +172,18 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     if args.size == "model":
         keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
     failures: list[str] = []
-    sources = _find(args, args.inputs, console, failures)
+    if args.ray is not None and args.compare:
+        raise SystemExit("error: --compare works on this machine only: run it without --ray on the photos to look at")
+    remote = args.ray is not None and any("://" in name for name in [*args.inputs, args.output])
+    if remote:  # URIs on a cluster: listed and named by scenepriv.distributed, read and written by the workers
+        from .distributed import find_pairs
+
+        sources = find_pairs(args.inputs, args.output, recursive=args.recursive, problems=failures,
+                             suffix=".jpg" if args.format == "jpeg" else ".png")
+        for problem in failures:
+            console.error(problem)
+    else:
+        sources = _find(args, args.inputs, console, failures)
     outdir = Path(args.output)
     folders = {Path(name).resolve() for name in args.inputs if name != "-" and Path(name).is_dir()}
     if outdir.resolve() in folders:
@@ -192,19 +203,34 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     args.strength = strength
     if args.format == "jpeg" and not settings.robust:
         console.warn("JPEG output re-encodes the perturbation and may weaken it; use --strength medium, or keep PNG")
-    pairs = pipeline.output_pairs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
-    report = pipeline.Report(args.report, {source.resolve() for source, _ in pairs})
-    pipeline.writable_folder(outdir)
-    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    pairs = sources if remote else pipeline.output_pairs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
+    report = pipeline.Report(args.report, {Path(source).resolve() for source, _ in pairs})
+    if not remote:
+        pipeline.writable_folder(outdir)
+    models = [] if args.ray is not None else [
+        _classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
     job = pipeline.Job(method=args.method, settings=settings, strength=strength, seed=args.seed, size=args.size,
                        batch_size=args.batch_size, format=args.format, quality=args.quality,
                        keep_metadata=args.keep_metadata, compare=Path(args.compare) if args.compare else None)
-    console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
-                   f"{models[0].resize}; {args.method} with {settings}")
     records: list[dict] = []
     start = time.perf_counter()
     interrupted = False
-    results = pipeline.protect_files(pairs, models, job, report=report)
+    if args.ray is not None:  # the same pairs and job on a Ray cluster, whose workers load the models
+        from . import distributed
+
+        if args.mirror:
+            os.environ[places365.URL_ENV] = args.mirror  # carried to the workers
+        done = distributed.reported_sources(args.report)
+        if any(str(source) in done for source, _ in pairs):
+            console.info(f"{sum(str(s) in done for s, _ in pairs)} photos already in {_shown(args.report)}: skipped")
+            pairs = [(source, output) for source, output in pairs if str(source) not in done]
+        results = distributed.protect_pairs(pairs, job, report=report, models=distributed.Models(
+            tuple(args.model), args.weights, args.device, args.resize, args.precision, args.fold_batch_norm),
+            cluster=distributed.Cluster(args.ray, args.workers, args.gpus_per_worker))
+    else:
+        console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
+                       f"{models[0].resize}; {args.method} with {settings}")
+        results = pipeline.protect_files(pairs, models, job, report=report)
     with console.bar(len(pairs), "photo") as progress:
         try:
             for result in results:

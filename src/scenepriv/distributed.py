@@ -386,22 +386,49 @@ class Protector:
 
 @contextmanager
 def _ray_session(cluster: Cluster):
-    """Ray, joined or started for this run and left after it; a session already open here is used as is."""
+    """Ray for this run: a session already open in this process as is; else the cluster at ``address``, or for
+    None/"auto" the running one (``RAY_ADDRESS``, ``ray start``) or a new one on this machine, left after the run.
+    Yields whether the cluster was started here (then nothing can add nodes to it)."""
     import ray
 
     if ray.is_initialized():
-        yield
+        yield False
         return
-    address = None if cluster.address in (None, "auto") else cluster.address
+    options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    started = False
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        if cluster.address not in (None, "auto"):
+            ray.init(address=cluster.address, **options)
+        else:
+            try:
+                ray.init(address="auto", **options)
+            except ConnectionError:  # none running: one on this machine
+                ray.init(**options)
+                started = True
     except (ConnectionError, ValueError, RuntimeError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ScenePrivError(f"cannot join the Ray cluster at {cluster.address}: {reason}") from None
     try:
-        yield
+        yield started
     finally:
         ray.shutdown()
+
+
+def _check_fit(cluster: Cluster, cpus: float, started_here: bool) -> None:
+    """ScenePrivError where no node of a cluster started here can hold one worker (Ray would wait forever);
+    on another cluster a warning only, as an autoscaler may add such a node."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= cluster.gpus_per_worker for node in nodes):
+        return
+    gpus = cluster.gpus_per_worker
+    need = f"a worker needs {cpus:g} CPUs" + (f" and {gpus:g} GPUs" if gpus else "")
+    if started_here:
+        raise ScenePrivError(f"{need}, and this machine has {nodes[0].get('CPU', 0):g} CPUs and "
+                             f"{nodes[0].get('GPU', 0):g} GPUs for Ray: lower --gpus-per-worker")
+    logging.getLogger(__name__).warning(f"{need}, and no node of the cluster has them now: waiting for one (an "
+                                        "autoscaler may add it; Ctrl-C to stop)")
 
 
 def _cpus_per_worker(cluster: Cluster) -> float:
@@ -418,14 +445,24 @@ def _cpus_per_worker(cluster: Cluster) -> float:
 def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models = Models(),
                   cluster: Cluster = Cluster(), report: Report | None = None,
                   _exit_after_first_photo: str | None = None) -> Iterator[FileResult]:
-    """Protect each (source, output) on a Ray cluster; yield one :class:`FileResult` per pair as its batch
+    """Protect each (source, output) on a Ray cluster; yield one :class:`FileResult` per pair as its chunk
     finishes (not in order), after appending its record to ``report`` (written here, on the driver, only).
-    The batches are the local pipeline's, so with a seed every output equals the local pipeline's."""
+    The batches are the local pipeline's, so with a seed every output equals the local pipeline's.
+    ScenePrivError at once for a job the cluster does not do (``compare``)."""
     if job.compare is not None:
-        raise ScenePrivError("--compare is not available on a cluster; run it locally on the photos to look at")
+        raise ScenePrivError("--compare works on this machine only: run it without --ray on the photos to look at")
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ScenePrivError("the Ray backend needs Ray Data: pip install 'scenepriv[cluster]'") from None
+    return _protected(list(pairs), job, models, cluster, report or Report(None), _exit_after_first_photo)
+
+
+def _protected(pairs: list[tuple[Any, Any]], job: Job, models: Models, cluster: Cluster, report: Report,
+               exit_after_first_photo: str | None) -> Iterator[FileResult]:
     if not pairs:
         return
-    import ray
+    import ray.data
 
     from .images import shown
 
@@ -434,7 +471,6 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
     run = datetime.now(timezone.utc).isoformat(timespec="seconds")
     folders = [os.path.dirname(os.path.abspath(output)) for _, output in pairs if not is_uri(output)]
     staging = os.path.join(os.path.commonpath(folders), f".scenepriv-ray-{uuid.uuid4().hex[:12]}") if folders else None
-    report = report or Report(None)
     failed, planned = [], []
     for index, (source, output) in enumerate(pairs):  # as the pipeline refuses it; its batches break there too
         if not is_uri(output) and os.path.realpath(output) in inputs:
@@ -457,14 +493,13 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
         return FileResult(source if is_uri(source) else Path(source), output if is_uri(output) else Path(output),
                           record=record, error=row["error"] or None, warnings=json.loads(row["warnings"]))
 
-    with _ray_session(cluster):
-        import ray.data
-
+    with _ray_session(cluster) as started_here:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = cluster.progress
         context.execution_options.preserve_order = False
-        logging.getLogger("ray.data").setLevel(logging.INFO if cluster.progress else logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.INFO if cluster.progress else logging.ERROR)  # our own lines
         cpus = _cpus_per_worker(cluster)
+        _check_fit(cluster, cpus, started_here)
         environment = {name: os.environ[name] for name in ENVIRONMENT if name in os.environ}
         dataset = ray.data.from_items(
             [{"indices": chunk, "sources": [pairs[i][0] for i in chunk], "outputs": [pairs[i][1] for i in chunk]}
@@ -473,7 +508,7 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
             Protector, batch_size=1, num_cpus=cpus, num_gpus=cluster.gpus_per_worker or None,
             compute=ray.data.ActorPoolStrategy(size=cluster.workers, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"job": job, "models": models, "threads": int(cpus), "staging": staging,
-                                   "exit_after_first_photo": _exit_after_first_photo},
+                                   "exit_after_first_photo": exit_after_first_photo},
             runtime_env={"env_vars": environment} if environment else None)
         try:
             for row in protected.iter_rows():
