@@ -411,7 +411,7 @@ class Service:
         with self.lock:
             for job in self.jobs.values():
                 job.files_removed = True
-        self.worker.join(timeout=60)
+        self.worker.join(timeout=10)  # it stops after the photo it is on; a long one is not waited for
         shutil.rmtree(self.root, ignore_errors=True)
 
 
