@@ -1,4 +1,5 @@
-"""The command line: ``scenepriv protect``, ``verify``, ``classify``, ``models``, ``evaluate``. It parses and calls.
+"""The command line: ``scenepriv protect``, ``verify``, ``classify``, ``models``, ``evaluate``, ``serve``. It parses;
+:mod:`scenepriv.commands` calls the library and shows what happened.
 
 PyTorch and the image libraries are imported inside the commands, so ``--help``, ``--version`` and
 ``models`` answer at once. Exit status: 0 when everything asked for was done (every photo protected,
@@ -23,6 +24,7 @@ from .commands import (
     command_evaluate,
     command_models,
     command_protect,
+    command_serve,
     command_verify,
 )
 from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, STRENGTHS, ScenePrivError
@@ -92,23 +94,6 @@ JPEG_QUALITY = _whole(1, 100)
 MODEL = _one_of(list(MODELS))
 MODEL_NAMES = _list_of(MODEL)
 SCALE = _in_range(0, 8, open_low=True)
-
-
-# --- serve ----------------------------------------------------------------------------------------------------------
-
-
-def command_serve(args: argparse.Namespace, console: Console) -> int:
-    """The web page (:mod:`scenepriv.serve`, imported here: --help needs neither FastAPI nor PyTorch): the models
-    protected against are loaded now; the other Lite models installed are checked on, each loaded when first used."""
-    from functools import partial
-
-    from . import serve
-    from .commands import _classifier
-
-    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
-    others = {name: partial(_classifier, args, name) for name in serve.other_model_names(args.model)}
-    return serve.run(models, other_models=others, host=args.host, port=args.port, strength=args.strength,
-                     max_upload_mb=args.max_upload_mb, say=console.info, warn=console.warn)
 
 
 # --- the parser -----------------------------------------------------------------------------------------------------

@@ -411,3 +411,17 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     return 1 if failures or broken_files else 0
 
 
+# --- serve ----------------------------------------------------------------------------------------------------------
+
+
+def command_serve(args: argparse.Namespace, console: Console) -> int:
+    """The web page (:mod:`scenepriv.serve`, imported here: --help needs neither FastAPI nor PyTorch): the models
+    protected against are loaded now; the other Lite models installed are checked on, each loaded when first used."""
+    from functools import partial
+
+    from . import serve
+
+    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    others = {name: partial(_classifier, args, name) for name in serve.other_model_names(args.model)}
+    return serve.run(models, other_models=others, host=args.host, port=args.port, strength=args.strength,
+                     max_upload_mb=args.max_upload_mb, say=console.info, warn=console.warn)

@@ -34,8 +34,8 @@ from starlette.background import BackgroundTask
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import pipeline, verify
+from ..attack import to_uint8
 from ..images import ImageError, image_extensions, load_photo, most_changed_box, save_image, shown
-from ..methods import to_uint8
 from ..settings import RESAMPLERS, STRENGTHS
 
 STATIC = Path(__file__).resolve().parent / "static"
