@@ -68,8 +68,9 @@ def report_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_the_cluster_groups_photos_as_the_local_pipeline(photos):
-    pairs = distributed.find_pairs([photos], "out")
+@pytest.mark.parametrize("uri", [False, True], ids=["folder", "file URI"])
+def test_the_cluster_groups_photos_as_the_local_pipeline(photos, uri):
+    pairs = distributed.find_pairs([f"file://{photos}" if uri else photos], "out")
     assert [Path(s).name for s, _ in pairs] == sorted(p.name for p in photos.iterdir())
     names = [[Path(pairs[i][0]).name for i in batch] for batch in distributed.local_batches(pairs, job())]
     assert names == [["aitzgorri_by_Aitzol_Berasategi.jpg"], ["friends_by_Aitzol_Berasategi.jpg"], ["home.jpg"],

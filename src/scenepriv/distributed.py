@@ -19,6 +19,7 @@ files are replaced atomically, and the report, written by the driver alone, has 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import math
@@ -198,9 +199,9 @@ def _photo_size(source) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        if is_uri(source):
+        if is_uri(source):  # buffered: some of Pillow's format probes read lines, which pyarrow's files cannot
             filesystem, path = _remote(str(source))
-            opened = filesystem.open_input_file(path)
+            opened = io.BufferedReader(filesystem.open_input_file(path))
         else:
             opened = open(source, "rb")  # noqa: SIM115 (closed below)
         with opened, Image.open(opened) as image:
