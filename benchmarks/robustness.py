@@ -95,6 +95,8 @@ def main() -> None:
         "folder": str(args.folder), "method": args.method, "strength": args.strength, "settings": settings,
         "model": args.model, "precision": args.precision, "photos": len(records),
         "protected": mean([r["success"] for r in records]),
+        "top1_changed": mean([all(m["clean_top1"] != m["final_top1"] for m in r.get("models", [])) if "models" in r
+                              else r["top1_changed"] for r in records]),  # on every model protected against
         "butteraugli_median": statistics.median(known) if known else None, "butteraugli_max": max(known, default=None),
         "psnr": mean([r["psnr"] for r in records]), "ssim": mean([r["ssim"] for r in records]),
         "iterations": mean([r["iterations"] for r in records]), "seconds_per_photo": mean(seconds),
@@ -103,7 +105,8 @@ def main() -> None:
     }
     changed_shares = summary["judges_top1_changed"]
     print(f"{args.folder}: method={args.method} strength={args.strength} model={args.model} photos={len(records)} "
-          f"protected={100 * summary['protected']:.0f}% butteraugli median={summary['butteraugli_median']} "
+          f"protected={100 * summary['protected']:.0f}% top-1 changed={100 * summary['top1_changed']:.0f}% "
+          f"butteraugli median={summary['butteraugli_median']} "
           f"max={summary['butteraugli_max']} PSNR={summary['psnr']:.2f} dB SSIM={summary['ssim']:.4f} "
           f"iterations={summary['iterations']:.1f} s/photo={summary['seconds_per_photo']:.1f} "
           + " ".join(f"{name} top-1 changed={100 * share:.0f}%" for name, share in changed_shares.items()))

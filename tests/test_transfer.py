@@ -152,3 +152,29 @@ def test_diverse_views_are_shrunk_copies_on_a_black_canvas_at_the_input_size():
         assert int(inside[0].sum()) == int(rows[0] * columns[0]) and (view[~inside[:, None].expand_as(view)] == 0).all()
     again = diverse_views(images, (32, 32), torch.Generator().manual_seed(1), count=3, min_scale=0.6)
     assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
+
+
+def test_min_iter_goes_on_past_the_goal_and_judges_where_it_ends(tiny_classifier, random_images):
+    options = {"seed": 7, "sigma": 0.5, "threshold": 0.6, "max_iter": 30}
+    plain = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", **options)
+    longer = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", min_iter=10, **options)
+    assert torch.equal(plain.goals, longer.goals) and (plain.iterations < 10).any()
+    for i in range(len(random_images)):
+        if plain.iterations[i] >= 10:  # it reached its goal at 10 or later: the same steps, the same stop
+            assert torch.equal(plain.images[i], longer.images[i]) and plain.iterations[i] == longer.iterations[i]
+        else:
+            assert longer.iterations[i] >= 10
+        with torch.no_grad():
+            probabilities = tiny_classifier(longer.images[i : i + 1]).double().softmax(1)[0]
+        goal = int(longer.goals[i])
+        reached = int(probabilities.argmax()) == goal and float(probabilities[goal]) >= 0.6
+        assert bool(longer.success[i]) == reached
+    with pytest.raises(ValueError, match="min_iter"):
+        scenepriv.protect(random_images, tiny_classifier, "fgsm", min_iter=3)
+
+
+def test_the_transfer_preset_is_valid_settings_of_the_engine():
+    from scenepriv.settings import STRENGTHS
+
+    settings = Settings(**STRENGTHS["transfer"])
+    assert settings.momentum is not None and settings.diversity is not None and settings.min_iter is not None

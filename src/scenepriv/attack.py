@@ -134,6 +134,7 @@ def sign_step_loop(
     gradient_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
     momentum: float | None = None,
     smoothing: float | None = None,
+    min_steps: int | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -164,6 +165,8 @@ def sign_step_loop(
     resizing and padding) whose losses join the gradient; unlike ``views``, the goal is not checked on them.
     ``smoothing`` convolves each gradient with a Gaussian of that many pixels (translation invariance, TI).
     ``momentum`` mu steps along the sign of g_n = mu g_{n-1} + grad_n / mean|grad_n| (MI-FGSM), per image.
+    ``min_steps`` keeps an image going that many steps even once it reaches its goal (a margin), and its
+    success is then judged on where it ends.
     """
     models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
     x_original = quantise(images.detach().float())
@@ -211,6 +214,8 @@ def sign_step_loop(
                 candidates = reached.nonzero().squeeze(1)
                 reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
             done = reached | last if iterative else torch.full_like(reached, last)
+            if min_steps is not None and iterative and not last:
+                done &= iterations[index] >= min_steps
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
             active[index[done]] = False

@@ -136,7 +136,8 @@ def protect(
         platform = PlatformViews()
         views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
         confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
-    transfer = [name for name in ("diversity", "momentum", "smoothing") if getattr(settings, name) is not None]
+    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter")
+                if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
         raise ValueError(f"{', '.join(transfer)} shape(s) the steps of the iterative gradient methods; "
                          f"{spec.name} repeats one first step")
@@ -156,7 +157,7 @@ def protect(
         noise=noise, threshold=settings.threshold, max_perturbation=bound, views=views, confirm=confirm,
         step_weights=weights, grow_bound_every=settings.budget_growth,
         bucket=device.type == "cuda",  # GPU libraries plan per shape
-        gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing,
+        gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing, min_steps=settings.min_iter,
     )
     return Protection(
         images=result.images, originals=result.originals, goals=result.labels,

@@ -86,15 +86,17 @@ class Settings:
     diversity_scale: float = 0.8  # each view of ``diversity`` shrinks the image by a factor in [this, 1]
     momentum: float | None = None  # mu of MI-FGSM: step along the sign of the accumulated normalised gradients
     smoothing: float | None = None  # sigma (pixels of the classifier's input) of a Gaussian over each gradient (TI)
+    min_iter: int | None = None  # iterative methods go on this long even once the goal is reached (a margin)
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
         optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "diversity",
-                    "momentum", "smoothing")
+                    "momentum", "smoothing", "min_iter")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
-                     "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing"):
+                     "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing",
+                     "min_iter"):
             value = getattr(self, name)
-            whole = name in ("max_iter", "iterations", "budget_growth", "diversity")
+            whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter")
             if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
                     raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
@@ -129,4 +131,9 @@ STRENGTHS: dict[str, dict] = {
     "high": {"eps": 1 / 255, "robust": True},
     # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations
     "paper": {},
+    # for classifiers not protected against (use it with --method away): steps of 1/255 weighted by texture within
+    # 4/255 x w, each along the momentum (mu 1) of gradients that include two randomly shrunk and shifted views,
+    # always 40 iterations (a margin past the goal); the goal (p 0.5) is judged where they end
+    "transfer": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 4 / 255, "threshold": 0.5, "max_iter": 40,
+                 "min_iter": 40, "momentum": 1.0, "diversity": 2},
 }
