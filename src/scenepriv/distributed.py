@@ -292,7 +292,12 @@ class Protector:
         torch.set_num_threads(max(1, threads))
         if job.size == "model":
             keep_freed_memory()  # as the command line does for 224 px work
-        self.job, self.models, self.staging = job, models.load(job.size), staging
+        self.job, self.staging, self.models, self.problem = job, staging, [], None
+        try:
+            self.models = models.load(job.size)
+        except (ScenePrivError, OSError, ValueError, RuntimeError) as error:  # missing weights: each photo says so
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            self.problem = f"not protected: this worker cannot load {'+'.join(models.names)}: {reason}"
         self.exit_after_first_photo = exit_after_first_photo  # a test hook: see _maybe_exit
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, list]:
@@ -311,6 +316,9 @@ class Protector:
                 outputs: list[str]) -> list[tuple[dict | None, str | None, list[str]]]:
         """(record, error, warnings) per photo of one chunk, in order; never raises for a photo."""
         import torch
+
+        if self.problem is not None:
+            return [(None, f"{source}: {self.problem}", []) for source in sources]
 
         done: list[tuple[dict | None, str | None, list[str]] | None] = [None] * len(sources)
         with tempfile.TemporaryDirectory(prefix="scenepriv-") as scratch:
