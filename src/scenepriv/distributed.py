@@ -3,17 +3,17 @@
 The driver lists the photos, names the outputs (:func:`scenepriv.pipeline.output_pairs` on the whole listing),
 skips the photos its report already holds and groups the rest into the batches the local pipeline would form.
 A pool of Ray actors, each holding the classifier(s) once, runs :func:`scenepriv.pipeline.protect_files` on
-one batch at a time; the driver appends the records to the report as batches finish:
+chunks of those batches; the driver appends the records to the report as chunks finish:
 
-    from scenepriv.distributed import protect_dataset
-    run = protect_dataset("holiday/", "protected/", report="protected/report.jsonl", workers=2)
-    print(len(run.results), "protected,", len(run.skipped), "already in the report")
+    from scenepriv.distributed import Cluster, protect_dataset
+    run = protect_dataset("holiday/", "protected/", report="protected/report.jsonl", cluster=Cluster(workers=2))
+    print(len(run.results), "protected or failed,", len(run.skipped), "already in the report")
 
 Sources and outputs are local paths (on a file system every node sees) or URIs that ``pyarrow.fs`` reads and
 writes (``s3://``, ``gs://``, ``hdfs://``): an actor fetches such a photo into a temporary folder, protects it
 there and puts the output with one write. A photo that fails is a :class:`~scenepriv.pipeline.FileResult` with
-an ``error``; an actor that dies is restarted by Ray and its batch protected again (the same bytes with a seed;
-files are replaced atomically, and the report, written by the driver alone, has each photo once).
+an ``error``; an actor that dies is restarted by Ray and its chunk protected again (the same bytes with a seed;
+files are moved into place whole, and the report, written by the driver alone, has each photo once).
 """
 
 from __future__ import annotations
