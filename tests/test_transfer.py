@@ -177,4 +177,4 @@ def test_the_transfer_preset_is_valid_settings_of_the_engine():
     from scenepriv.settings import STRENGTHS
 
     settings = Settings(**STRENGTHS["transfer"])
-    assert settings.momentum is not None and settings.diversity is not None and settings.min_iter is not None
+    assert settings.diversity == 2 and settings.budget_growth is not None and settings.threshold == 0.99

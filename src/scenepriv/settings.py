@@ -131,9 +131,10 @@ STRENGTHS: dict[str, dict] = {
     "high": {"eps": 1 / 255, "robust": True},
     # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations
     "paper": {},
-    # for classifiers not protected against (use it with --method away): steps of 1/255 weighted by texture within
-    # 4/255 x w, each along the momentum (mu 1) of gradients that include two randomly shrunk and shifted views,
-    # always 40 iterations (a margin past the goal); the goal (p 0.5) is judged where they end
-    "transfer": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 4 / 255, "threshold": 0.5, "max_iter": 40,
-                 "min_iter": 40, "momentum": 1.0, "diversity": 2},
+    # for classifiers not protected against (with --model a,b): medium's texture-weighted steps and widening budget,
+    # the paper's goal (p >= 0.99), gradients that also see two randomly shrunk and shifted views of the photo each
+    # step (input diversity); of the settings tried, the one that changed the held-out judge most often while
+    # protecting every tuning photo (README, "Several models")
+    "transfer": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
+                 "max_iter": 100, "diversity": 2},
 }

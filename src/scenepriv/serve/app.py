@@ -50,6 +50,7 @@ STRENGTH_HELP = {
     "medium": "hardly visible; holds through a site's JPEG re-encoding and resizing (slower)",
     "high": "the surest, and more visible",
     "paper": "the paper's P-FGSM settings, for comparisons",
+    "transfer": "more often fools classifiers other than the one protected against; visible (slower)",
 }
 HEADERS = {  # the page may load and contact nothing but this server
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
