@@ -215,9 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="protect on a Ray cluster: auto (alone) joins the one RAY_ADDRESS or 'ray start' names, "
                               "else starts one here; or host:6379, ray://host:10001. INPUT and OUTDIR may then be "
                               "s3://, gs:// or hdfs:// URIs; photos already in --report are skipped")
-    cluster.add_argument("--workers", type=_whole(1), default=1, metavar="N",
+    cluster.add_argument("--workers", type=_whole(1), metavar="N",
                          help="workers, each holding the model(s) once (default 1)")
-    cluster.add_argument("--gpus-per-worker", type=_in_range(0, 64), default=0, metavar="N",
+    cluster.add_argument("--gpus-per-worker", type=_in_range(0, 64), metavar="N",
                          help="GPUs each worker takes, e.g. 1 or 0.5 (default 0: CPU)")
     p.set_defaults(run=command_protect)
 

@@ -172,6 +172,8 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     if args.size == "model":
         keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
     failures: list[str] = []
+    if args.ray is None and (args.workers is not None or args.gpus_per_worker is not None):
+        raise SystemExit("error: --workers and --gpus-per-worker are for --ray")
     if args.ray is not None and args.compare:
         raise SystemExit("error: --compare works on this machine only: run it without --ray on the photos to look at")
     remote = args.ray is not None and any("://" in name for name in [*args.inputs, args.output])
@@ -226,7 +228,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
             pairs = [(source, output) for source, output in pairs if str(source) not in done]
         results = distributed.protect_pairs(pairs, job, report=report, models=distributed.Models(
             tuple(args.model), args.weights, args.device, args.resize, args.precision, args.fold_batch_norm),
-            cluster=distributed.Cluster(args.ray, args.workers, args.gpus_per_worker))
+            cluster=distributed.Cluster(args.ray, args.workers or 1, args.gpus_per_worker or 0))
     else:
         console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
                        f"{models[0].resize}; {args.method} with {settings}")

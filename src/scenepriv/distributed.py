@@ -41,7 +41,6 @@ from .settings import ScenePrivError
 
 CHUNKS_PER_WORKER = 4  # chunks per worker at least, so that the workers finish together
 CHUNK_PHOTOS = 64  # photos in a chunk at most: a killed worker's chunk is protected again
-MEGAPIXEL_LIMIT = 16_000_000  # the local pipeline's most pixels in one batch (pipeline.protect_files)
 ORIENTATION = 0x0112  # EXIF orientations 5-8 turn the photo by 90 degrees
 ENVIRONMENT = ("SCENEPRIV_PLACES365_URL", "SCENEPRIV_CACHE_DIR")  # carried to the workers of a remote cluster
 
@@ -221,21 +220,7 @@ def local_batches(pairs: Sequence[tuple[Any, Any]], job: Job) -> list[list[int]]
         sizes = list(readers.map(_photo_size, [source for source, _ in pairs]))
     if job.size == "model":  # every photo is shrunk to the model's input: only readability counts
         sizes = [None if size is None else (1, 1) for size in sizes]
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    for index, size in enumerate(sizes):
-        if size is None or (batch and (len(batch) == job.batch_size or size != sizes[batch[0]]
-                                       or (len(batch) + 1) * size[0] * size[1] > MEGAPIXEL_LIMIT)):
-            if batch:
-                batches.append(batch)
-            batch = []
-        if size is None:
-            batches.append([index])
-        else:
-            batch.append(index)
-    if batch:
-        batches.append(batch)
-    return batches
+    return list(pipeline.batch_groups(range(len(pairs)), sizes.__getitem__, job.batch_size))
 
 
 def chunked(batches: list[list[int]], photos: int) -> list[list[int]]:

@@ -18,16 +18,18 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .settings import METHODS, STRENGTHS, ScenePrivError, Settings
 
 DEFAULT_STRENGTH = "low"  # full-size photos: least visible (README, "Strength")
+BATCH_PIXELS = 16_000_000  # the most pixels protected in one batch
+T = TypeVar("T")
 SETTING_NAMES = ("eps", "max_iter", "threshold", "sigma", "iterations", "max_perturbation")
 
 
@@ -166,6 +168,29 @@ class Report:
         self.stream = None
 
 
+def batch_groups(items: Iterable[T], size_of: Callable[[T], tuple[int, int] | None],
+                 batch_size: int) -> Iterator[list[T]]:
+    """Consecutive ``items`` of one size (height, width), at most ``batch_size`` and about :data:`BATCH_PIXELS`
+    pixels in a group; an item without a size (a photo that cannot be used) alone. float32 results depend on a
+    batch's composition, so everything that protects files (the cluster backend too) groups them this way."""
+    batch: list[T] = []
+    first: tuple[int, int] | None = None
+    for item in items:
+        size = size_of(item)
+        if size is None or (batch and (len(batch) == batch_size or size != first
+                                       or (len(batch) + 1) * size[0] * size[1] > BATCH_PIXELS)):
+            if batch:
+                yield batch
+            batch = []
+        if size is None:
+            yield [item]
+        else:
+            first = size if not batch else first
+            batch.append(item)
+    if batch:
+        yield batch
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or (
         isinstance(error, RuntimeError) and ("out of memory" in str(error) or "allocate memory" in str(error)))
@@ -210,22 +235,8 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                 pixels = resize_to_input(pixels[None], models[0].input_size, models[0].resize)[0]
             yield photo, output, pixels
 
-    def batches(items: Iterator) -> Iterator[list]:
-        """Consecutive photos of one size, at most ``batch_size`` and about 16 megapixels; failures alone."""
-        batch: list = []
-        for item in items:
-            if isinstance(item, FileResult) or (batch and (
-                    len(batch) == job.batch_size or item[2].shape != batch[0][2].shape
-                    or (len(batch) + 1) * item[2][0].numel() > 16_000_000)):
-                if batch:
-                    yield batch
-                batch = []
-            if isinstance(item, FileResult):
-                yield [item]
-            else:
-                batch.append(item)
-        if batch:
-            yield batch
+    def pixel_size(item) -> tuple[int, int] | None:
+        return None if isinstance(item, FileResult) else tuple(item[2].shape[-2:])
 
     def protected(batch: list) -> list:
         """(photo, output, original, 8-bit result, record) per photo, or a FileResult where it does not fit."""
@@ -273,7 +284,7 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     queue: list = []
     with ThreadPoolExecutor(max_workers=1) as writer:
         try:
-            for batch in batches(prefetch(decoded(), depth=job.batch_size)):
+            for batch in batch_groups(prefetch(decoded(), depth=job.batch_size), pixel_size, job.batch_size):
                 earlier = len(queue)
                 for item in batch if isinstance(batch[0], FileResult) else protected(batch):
                     if not isinstance(item, FileResult):
