@@ -192,12 +192,15 @@ def test_a_single_model_in_a_list_is_the_single_model_run(tiny_classifier, rando
     assert torch.equal(alone.images, listed.images) and alone.records == listed.records
 
 
-def test_ensemble_targets_obey_eq10_for_every_model_and_success_needs_every_model(random_images):
+@pytest.mark.parametrize("transfer", [{}, {"momentum": 1.0, "diversity": 2, "smoothing": 1.0}],
+                         ids=["plain", "transfer-options"])
+def test_ensemble_targets_obey_eq10_for_every_model_and_success_needs_every_model(random_images, transfer):
     from conftest import make_tiny_classifier
     from scenepriv import targets
 
     models = [make_tiny_classifier(seed=0), make_tiny_classifier(seed=1)]
-    result = scenepriv.protect(random_images, models, "p-fgsm", seed=0, sigma=0.5, threshold=0.6, max_iter=30)
+    result = scenepriv.protect(random_images, models, "p-fgsm", seed=0, sigma=0.5, threshold=0.6, max_iter=30,
+                               **transfer)
 
     with torch.no_grad():
         clean = [model(random_images).double().softmax(1) for model in models]
