@@ -67,11 +67,11 @@ ROBUST_CHECKS = [Check(50, scale, resampler) for scale in (1.0, 0.5) for resampl
 
 
 def top1_under_checks(classifier: Classifier, pixels: torch.Tensor, all_checks: list[Check]) -> list[int]:
-    """The classifier's top-1 for the photo under every check, in one batch."""
+    """The classifier's top-1 for the photo under every check, in one batch, in the network's own precision."""
     device = classifier.device
     views = torch.stack([platform_version(pixels.to(device), c, classifier.input_size) for c in all_checks])
     with torch.inference_mode():
-        return classifier(views).argmax(1).tolist()
+        return classifier.exact(views).argmax(1).tolist()
 
 
 def judge(classifier: Classifier, protected: torch.Tensor, original: torch.Tensor | None,
@@ -81,7 +81,7 @@ def judge(classifier: Classifier, protected: torch.Tensor, original: torch.Tenso
     protection holds (the top-1 differs from the original's under the same check)."""
     device = classifier.device
     with torch.inference_mode():
-        target = int(classifier(protected[None].to(device)).argmax())
+        target = int(classifier.exact(protected[None].to(device)).argmax())
     after = top1_under_checks(classifier, protected, all_checks)
     before = top1_under_checks(classifier, original, all_checks) if original is not None else None
     entries = []

@@ -102,6 +102,11 @@ class Classifier(nn.Module):
             logits = self.network(x)
         return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
+    def exact(self, images: torch.Tensor) -> torch.Tensor:
+        """The logits in the network's own precision, without autocast or compilation: what a platform running the
+        published network computes, so what a verdict on a saved photo is judged by."""
+        return self._logits(resize_to_input(images, self.input_size, self.resize), None)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = resize_to_input(images, self.input_size, self.resize)
         dtype = self.autocast_dtype(x.device)
