@@ -345,6 +345,7 @@ def test_the_command_serves_the_page_and_stops_on_ctrl_c(tmp_path):
         out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
     assert f"http://127.0.0.1:{port}/" in out and "stopped" in out and "warning" not in err
+    assert "Traceback" not in err and "ERROR" not in err, err  # Ctrl+C is how it stops, not an error
     assert list(tmp_path.glob("scenepriv*")) == []  # deleted on the way out
 
 

@@ -7,8 +7,10 @@ on the command line.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -55,6 +57,14 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return server
 
 
+def _quiet_stop(record: logging.LogRecord) -> bool:
+    """Ctrl+C cancels the page's lifespan while uvicorn stops (Starlette reports it as a traceback ending in
+    CancelledError): the way this server ends, not an error to print."""
+    if record.exc_info and record.exc_info[0] is not None:
+        return not issubclass(record.exc_info[0], (asyncio.CancelledError, KeyboardInterrupt))
+    return not str(record.msg).rstrip().endswith("CancelledError")
+
+
 def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | None = None,
         host: str = "127.0.0.1", port: int = 8765, strength: str = "low", max_upload_mb: float = 50,
         say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> int:
@@ -79,6 +89,7 @@ def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | 
     say(f"scenepriv serve: open http://{shown_host}:{listening.getsockname()[1]}/ in a browser "
         "(photos stay on this computer; Ctrl+C stops the server and deletes them)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    logging.getLogger("uvicorn.error").addFilter(_quiet_stop)
     try:
         server.run(sockets=[listening])
     except KeyboardInterrupt:  # uvicorn stops on Ctrl+C, then raises it again: the way this server is meant to stop

@@ -10,6 +10,7 @@ resource from another site, and its Content-Security-Policy forbids it to.
 
 from __future__ import annotations
 
+import inspect
 import re
 import secrets
 import shutil
@@ -448,7 +449,10 @@ def create_app(models: ModelSource, *, other_models: Mapping[str, Callable[[], A
         yield
         await run_in_threadpool(service.close)
 
-    app = FastAPI(title="scenepriv", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    quiet = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:  # newer FastAPI can export OpenTelemetry spans: never
+        quiet["telemetry"] = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
+    app = FastAPI(title="scenepriv", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan, **quiet)
     app.state.service = service
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
