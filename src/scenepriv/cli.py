@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", choices=list(STRENGTHS),
                    help="low (default): least visible, holds on the file as saved; medium: hardly visible and "
                         "holds through platform JPEG re-encoding and resizing; high: surest, more visible; paper: "
-                        "the paper's P-FGSM settings (the default with --size model and for methods other than p-fgsm)")
+                        "the paper's P-FGSM settings (the default with --size model and for methods other than "
+                        "p-fgsm); transfer: more often fools classifiers not protected against (with --model a,b), "
+                        "visible")
     p.add_argument("--robust", action="store_true",
                    help="also hold through platform re-encoding (JPEG down to quality 25, resizing) at any strength "
                         "(medium and high have it)")
