@@ -210,12 +210,12 @@ def sign_step_loop(
                                    for out in logits]).all(0)
             for view in view_logits:
                 reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
+            if min_steps is not None and iterative and not last:  # not yet done: no need to confirm it either
+                reached &= iterations[index] >= min_steps
             if confirm is not None and iterative and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
                 reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
             done = reached | last if iterative else torch.full_like(reached, last)
-            if min_steps is not None and iterative and not last:
-                done &= iterations[index] >= min_steps
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
             active[index[done]] = False

@@ -13,7 +13,6 @@ naming it; the others go on.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -303,8 +302,3 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
             for item in queue:
                 ready(item)
             raise
-
-
-def settings_record(job: Job) -> dict[str, Any]:
-    """The job's settings as plain values (for a summary or a web page)."""
-    return {"method": job.method, "strength": job.strength, **dataclasses.asdict(job.settings), "seed": job.seed}
