@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import scenepriv
+from conftest import make_tiny_classifier
+from scenepriv.attack import goal_reached, quantise, shrink_to_goal, sign_step_loop
 from scenepriv.perceptual import texture_weights
-from scenepriv.settings import Settings
+from scenepriv.settings import METHODS, Settings
 
 
 def half_flat_half_textured(count: int = 4, size: int = 32) -> torch.Tensor:
@@ -75,3 +77,67 @@ def test_the_paper_settings_are_untouched_by_the_perceptual_options(tiny_classif
 def test_perceptual_options_that_do_not_fit_together_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         Settings(**fields)
+
+
+@pytest.mark.parametrize("method", ["p-fgsm", "away", "n-fgsm"])
+def test_shrink_keeps_the_goal_with_a_smaller_change_pixel_by_pixel(tiny_classifier, random_images, method):
+    """The shrunk photo is the original plus a fraction of the change: no pixel moves further or the other way,
+    the goal still holds on the 8-bit image returned, and at least one photo got smaller."""
+    settings = {"eps": 2 / 255, "threshold": 0.3, "max_iter": 30}
+    full = scenepriv.protect(random_images, tiny_classifier, method, seed=3, **settings)
+    shrunk = scenepriv.protect(random_images, tiny_classifier, method, seed=3, shrink=5, **settings)
+    assert torch.equal(full.success, shrunk.success) and torch.equal(full.goals, shrunk.goals)
+    before, after = full.images - full.originals, shrunk.images - shrunk.originals
+    assert bool((after.abs() <= before.abs() + 1e-6).all()) and bool((after * before >= 0).all())
+    assert (after.abs().sum((1, 2, 3)) < before.abs().sum((1, 2, 3))).any()
+    assert torch.equal(shrunk.images, quantise(shrunk.images))
+    with torch.no_grad():  # the goal holds where it is judged: on the returned images
+        logits = tiny_classifier(shrunk.images)
+    reached = goal_reached(logits, shrunk.goals, targeted=METHODS[method].targeted, threshold=0.3)
+    assert torch.equal(reached, shrunk.success)
+    assert torch.allclose(shrunk.final_probabilities[0], logits.double().softmax(1), atol=1e-5)
+    unprotected = ~full.success  # an image that did not reach its goal is left as the loop ended it
+    assert torch.equal(shrunk.images[unprotected], full.images[unprotected])
+
+
+def test_shrink_asks_the_confirmation_too(tiny_classifier, random_images):
+    """With a confirmation (robust: the real re-encodings), every factor kept passed it: here a confirmation that
+    accepts only changes of at least 95% of the loop's own (by their sum) stops the shrinking there."""
+    full = sign_step_loop(random_images, tiny_classifier, lambda p: p[0].argmin(1), targeted=True, eps=8 / 255,
+                          steps=30, threshold=0.3)
+    kept = full.success
+    assert bool(kept.any())
+    originals, saved, goals = full.originals[kept], full.images[kept], full.labels[kept]
+    size = (saved - originals).abs().sum((1, 2, 3))
+
+    def at_least_95_percent(candidates, targets):  # each candidate's own row: the nearest protected image
+        rows = torch.stack([(saved - image).abs().sum((1, 2, 3)).argmin() for image in candidates])
+        return (candidates - originals[rows]).abs().sum((1, 2, 3)) >= 0.95 * size[rows] - 1e-6
+
+    def shrunk(confirm):
+        images, logits = shrink_to_goal(originals, saved, [tiny_classifier], goals, targeted=True, threshold=0.3,
+                                        confirm=confirm, steps=5)
+        with torch.no_grad():
+            assert torch.allclose(logits[0], tiny_classifier(images))
+        return (images - originals).abs().sum((1, 2, 3))
+
+    plain, guarded = shrunk(None), shrunk(at_least_95_percent)
+    assert bool((guarded >= 0.95 * size - 1e-6).all()) and bool((guarded <= size + 1e-6).all())
+    assert bool((plain < 0.95 * size).any())  # without it, some shrank further
+
+
+def test_robust_views_start_at_the_robust_quality():
+    """robust_quality is the JPEG quality of the harshest view; the others are drawn in [robust_quality, 95]."""
+    from scenepriv.transforms import PlatformViews
+
+    assert Settings().robust_quality == 25 and Settings(**scenepriv.STRENGTHS["high"]).robust_quality == 25
+    with pytest.raises(ValueError, match="robust_quality"):
+        Settings(robust_quality=0)
+    with pytest.raises(ValueError, match="robust_quality"):
+        Settings(robust_quality=101)
+    with pytest.raises(ValueError, match="shrink"):
+        scenepriv.protect(torch.rand(1, 3, 16, 16), make_tiny_classifier(), "fgsm", shrink=3)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    harsh = {quality: PlatformViews(min_quality=quality).view(image, (32, 32), torch.Generator().manual_seed(5),
+                                                              harsh=True) for quality in (25, 50)}
+    assert not torch.equal(harsh[25], harsh[50])  # the same draws, another quality

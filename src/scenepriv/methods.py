@@ -133,10 +133,10 @@ def protect(
     views = confirm = None
     if settings.robust:
         view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
-        platform = PlatformViews()
+        platform = PlatformViews(min_quality=settings.robust_quality)
         views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
         confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
-    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter")
+    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink")
                 if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
         raise ValueError(f"{', '.join(transfer)} shape(s) the steps of the iterative gradient methods; "
@@ -158,6 +158,7 @@ def protect(
         step_weights=weights, grow_bound_every=settings.budget_growth,
         bucket=device.type == "cuda",  # GPU libraries plan per shape
         gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing, min_steps=settings.min_iter,
+        shrink_steps=settings.shrink,
     )
     return Protection(
         images=result.images, originals=result.originals, goals=result.labels,

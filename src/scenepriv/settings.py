@@ -78,6 +78,7 @@ class Settings:
     iterations: int | None = None  # fixed-step mode: repeat the first step k times (sog, fgsm, r-fgsm)
     max_perturbation: float | None = None  # optional L-infinity bound around the original
     robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
+    robust_quality: int = 25  # with robust: the lowest JPEG quality of those re-encodings (the harshest view's)
     texture_mask: float | None = None  # c of the perceptual mask w = s / (s + c) on each pixel's step; None: uniform
     texture_budget: float | None = None  # with the mask: |x - x_original| <= budget * w, per pixel
     budget_growth: int | None = None  # the budget of an image still going widens by its first size this often
@@ -87,16 +88,20 @@ class Settings:
     momentum: float | None = None  # mu of MI-FGSM: step along the sign of the accumulated normalised gradients
     smoothing: float | None = None  # sigma (pixels of the classifier's input) of a Gaussian over each gradient (TI)
     min_iter: int | None = None  # iterative methods go on this long even once the goal is reached (a margin)
+    # Once an image reaches its goal, scale its perturbation down by the smallest factor in (0, 1] that still
+    # reaches it (and with robust still holds on the real re-encodings), found by this many halvings; None: off
+    shrink: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
         optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "diversity",
-                    "momentum", "smoothing", "min_iter")
+                    "momentum", "smoothing", "min_iter", "shrink")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
                      "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing",
-                     "min_iter"):
+                     "min_iter", "robust_quality", "shrink"):
             value = getattr(self, name)
-            whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter")
+            whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter", "robust_quality",
+                             "shrink")
             if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
                     raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
@@ -111,6 +116,8 @@ class Settings:
             raise ValueError("texture_budget bounds the perturbation by the texture mask: set texture_mask too")
         if self.budget_growth is not None and self.texture_budget is None and self.max_perturbation is None:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
+        if not 1 <= self.robust_quality <= 100:
+            raise ValueError(f"robust_quality is a JPEG quality in [1, 100], got {self.robust_quality!r}")
         if self.diversity == 0 or self.diversity_scale == 0:
             raise ValueError("diversity takes at least 1 view with diversity_scale above 0 (None: no views)")
         if self.texture_budget is not None and self.max_perturbation is not None:
@@ -124,9 +131,10 @@ STRENGTHS: dict[str, dict] = {
     # bound widening by 1/255 every 20 iterations while an image needs more; stops once the target leads at 0.5
     "low": {"eps": 0.5 / 255, "texture_mask": 0.02, "texture_budget": 1 / 255, "budget_growth": 20,
             "threshold": 0.5, "max_iter": 200},
-    # the same idea with steps and budget twice as large, holding through platform re-encoding (JPEG, resizing)
+    # the same idea with steps and budget twice as large, holding through platform re-encoding (resizing, JPEG
+    # down to quality 50), the perturbation then scaled down as far as it still holds (5 halvings)
     "medium": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
-               "threshold": 0.5, "max_iter": 100, "robust": True},
+               "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5},
     # uniform steps of one grey level, the paper's stopping rule (p >= 0.99), through re-encoding
     "high": {"eps": 1 / 255, "robust": True},
     # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations
