@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected photos")
     p.add_argument("--strength", choices=list(STRENGTHS),
                    help="low (default): least visible, holds on the file as saved; medium: hardly visible and "
-                        "holds through platform JPEG re-encoding and resizing; high: surest, more visible; paper: "
+                        "holds through platform JPEG re-encoding (quality 50-95) and resizing; high: surest (also "
+                        "through harsher JPEG), more visible; paper: "
                         "the paper's P-FGSM settings (the default with --size model and for methods other than "
                         "p-fgsm); transfer: more often fools classifiers not protected against (with --model a,b), "
                         "visible")

@@ -48,8 +48,8 @@ CHECK_QUALITIES, CHECK_SCALES = [75, 50], [1.0, 0.5]
 CROP_SIZE = 384  # the slider's region (images.most_changed_box, as `scenepriv protect --compare` finds it)
 STRENGTH_HELP = {
     "low": "least visible; holds on the file as shared, not always through a site's JPEG re-encoding",
-    "medium": "hardly visible; holds through a site's JPEG re-encoding and resizing (slower)",
-    "high": "the surest, and more visible",
+    "medium": "hardly visible; holds through a site's JPEG re-encoding (quality 50-95) and resizing (slower)",
+    "high": "the surest, also through harsher JPEG, and more visible",
     "paper": "the paper's P-FGSM settings, for comparisons",
     "transfer": "more often fools classifiers other than the one protected against; visible (slower)",
 }
