@@ -141,3 +141,11 @@ def test_robust_views_start_at_the_robust_quality():
     harsh = {quality: PlatformViews(min_quality=quality).view(image, (32, 32), torch.Generator().manual_seed(5),
                                                               harsh=True) for quality in (25, 50)}
     assert not torch.equal(harsh[25], harsh[50])  # the same draws, another quality
+
+
+def test_protect_trains_on_views_at_the_robust_quality(tiny_classifier, random_images):
+    """The same seed and steps, the harshest view at JPEG 25 or 50: the gradients, so the images, differ."""
+    runs = [scenepriv.protect(random_images[:2], tiny_classifier, "p-fgsm", seed=0, robust=True, max_iter=3,
+                              threshold=1.0, robust_quality=quality) for quality in (25, 50)]
+    assert not torch.equal(runs[0].images, runs[1].images)
+    assert runs[1].records[0]["settings"]["robust_quality"] == 50
