@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import scenepriv
-from conftest import EXAMPLES
+from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv import methods, transforms, verify
 from scenepriv.attack import sign_step_loop
 from scenepriv.cli import main
@@ -161,3 +161,21 @@ def test_verify_names_a_missing_original_and_goes_on(tmp_path, capsys):
     (tmp_path / "originals").mkdir()
     code, _, err = run_cli(capsys, "verify", tmp_path / "orphan.png", "--original", tmp_path / "originals")
     assert code == 1 and "orphan" in err and "no original" in err
+
+
+def test_the_confirmation_is_every_robust_check_on_every_model(tiny_classifier):
+    """Checked quality by quality on the images still holding, the verdict is still: the goal holds under every
+    check of ROBUST_CHECKS, on every model (here the goal is each image's own top-1 as saved: some keep it)."""
+    generator = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(24, 3, 6, 6, generator=generator), size=48, mode="bilinear")
+    images = (smooth * 255).round() / 255  # smooth 8-bit images: JPEG keeps some of their top-1s, not all
+    with torch.no_grad():
+        labels = tiny_classifier.exact(images).argmax(1)
+    for ensemble in ([tiny_classifier], [tiny_classifier, make_tiny_classifier(seed=1)]):
+        expected = torch.tensor([all(top1 == int(label) for model in ensemble
+                                     for top1 in verify.top1_under_checks(model, image, verify.ROBUST_CHECKS))
+                                 for image, label in zip(images, labels, strict=True)])
+        verdict = methods.holds_on_reencodings(ensemble, images, labels, targeted=True)
+        assert torch.equal(verdict, expected)
+        if len(ensemble) == 1:
+            assert 0 < int(expected.sum()) < len(images)

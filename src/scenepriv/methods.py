@@ -173,15 +173,22 @@ def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: t
                          *, targeted: bool) -> torch.Tensor:
     """(N,) whether the goal holds on the top-1 of every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG,
     each resampler) for every model, in the model's own precision (a bf16 fast path decides the steps, not the
-    verdict). ``--robust`` stops an image only then."""
+    verdict). ``--robust`` stops an image only then. The checks go by quality, harshest first, each only on the
+    images that held so far (a candidate that fails JPEG 50 costs a third of the network's work)."""
     holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
-    per_view = labels.repeat_interleave(len(ROBUST_CHECKS), dim=0)  # the views of each image are consecutive
+    qualities = dict.fromkeys(check.quality for check in ROBUST_CHECKS)  # in order, harshest first
     for model in (classifier if isinstance(classifier, Sequence) else [classifier]):
-        views = torch.stack([platform_version(image, check, model.input_size)
-                             for image in saved for check in ROBUST_CHECKS])
-        with torch.no_grad():
-            reached = goal_reached(model.exact(views), per_view, targeted=targeted, threshold=0.0)
-        holds &= reached.view(len(saved), len(ROBUST_CHECKS)).all(1)
+        for quality in qualities:
+            rows = holds.nonzero().squeeze(1)
+            if len(rows) == 0:
+                return holds
+            checks = [check for check in ROBUST_CHECKS if check.quality == quality]
+            views = torch.stack([platform_version(saved[row], check, model.input_size)
+                                 for row in rows for check in checks])  # the views of each image consecutive
+            with torch.no_grad():
+                reached = goal_reached(model.exact(views), labels[rows].repeat_interleave(len(checks), dim=0),
+                                       targeted=targeted, threshold=0.0)
+            holds[rows] = reached.view(len(rows), len(checks)).all(1)
     return holds
 
 
