@@ -263,27 +263,31 @@ def sign_step_loop(
     if shrink_steps and bool(success.any()):
         rows = success.nonzero().squeeze(1)
         saved[rows], final_logits[:, rows] = shrink_to_goal(
-            x_original[rows], saved[rows], models, labels[rows], targeted=targeted, threshold=threshold,
-            confirm=confirm, steps=shrink_steps)
+            x_original[rows], saved[rows], final_logits[:, rows], models, labels[rows], targeted=targeted,
+            threshold=threshold, confirm=confirm, steps=shrink_steps)
     return LoopResult(x_original, saved, clean_logits, final_logits, labels, iterations, success)
 
 
-def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, models: Sequence[nn.Module], labels: torch.Tensor,
-                   *, targeted: bool, threshold: float,
+def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.Tensor, models: Sequence[nn.Module],
+                   labels: torch.Tensor, *, targeted: bool, threshold: float,
                    confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, steps: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8-bit ``originals + a (saved - originals)`` with the smallest factor a in (0, 1] found by ``steps``
     halvings of [0, 1] at which the goal holds on every model (and ``confirm``), and its logits (M, N, D).
+    ``logits`` are the models' on ``saved``, which must reach the goal (it is not judged again).
 
     A sign-gradient loop stops at its first success, usually with room to spare: on real photos a scaled
     perturbation (a of 0.8-0.9) still reaches the goal and is visibly weaker. Every factor kept was judged on
-    exactly the 8-bit image returned, so the goal still holds; ``saved`` itself (a = 1) must reach it.
+    exactly the 8-bit image returned, so the goal still holds.
     """
     change = saved - originals
     low = torch.zeros(len(saved), 1, 1, 1, dtype=saved.dtype, device=saved.device)
     high = torch.ones_like(low)
 
-    def judge(candidate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    best, best_logits = saved, logits.clone()
+    for _ in range(steps):
+        middle = (low + high) / 2
+        candidate = quantise(originals + middle * change)
         with torch.no_grad():
             logits = torch.stack([model(candidate) for model in models])
         reached = torch.stack([goal_reached(out, labels, targeted=targeted, threshold=threshold)
@@ -291,13 +295,6 @@ def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, models: Sequenc
         if confirm is not None and bool(reached.any()):
             candidates = reached.nonzero().squeeze(1)
             reached[candidates] = confirm(candidate[candidates], labels[candidates])
-        return reached, logits
-
-    best, best_logits = saved, judge(saved)[1]
-    for _ in range(steps):
-        middle = (low + high) / 2
-        candidate = quantise(originals + middle * change)
-        reached, logits = judge(candidate)
         high = torch.where(reached.view(-1, 1, 1, 1), middle, high)
         low = torch.where(reached.view(-1, 1, 1, 1), low, middle)
         best = torch.where(reached.view(-1, 1, 1, 1), candidate, best)
