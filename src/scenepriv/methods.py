@@ -139,7 +139,7 @@ def protect(
     transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink")
                 if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
-        raise ValueError(f"{', '.join(transfer)} shape(s) the steps of the iterative gradient methods; "
+        raise ValueError(f"{', '.join(transfer)}: only for the iterative gradient methods; "
                          f"{spec.name} repeats one first step")
     diverse = None
     if settings.diversity is not None:  # drawn from their own stream, so the other draws stay as they were
