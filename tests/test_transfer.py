@@ -153,8 +153,16 @@ def test_min_iter_goes_on_past_the_goal_and_judges_where_it_ends(tiny_classifier
         scenepriv.protect(random_images, tiny_classifier, "fgsm", min_iter=3)
 
 
-def test_the_transfer_preset_is_valid_settings_of_the_engine():
+def test_the_transfer_preset_takes_its_fixed_steps_within_its_texture_bound(random_images, tiny_classifier):
+    from scenepriv.perceptual import texture_weights
     from scenepriv.settings import STRENGTHS
 
-    settings = Settings(**STRENGTHS["transfer"])
-    assert settings.diversity == 2 and settings.budget_growth is not None and settings.threshold == 0.99
+    preset = STRENGTHS["transfer"]
+    bound = preset["texture_budget"] * texture_weights(quantise(random_images), preset["texture_mask"])
+    # on the tiny network every image leaves its top-1 within the first bound, none reaches a target's p >= 0.5
+    for method, steps, reached, widened in (("n-fgsm", "min_iter", True, 1), ("p-fgsm", "max_iter", False, 2)):
+        result = scenepriv.protect(random_images, [tiny_classifier, tiny_classifier], method, seed=0, **preset)
+        assert (result.iterations == preset[steps]).all() and (result.success == reached).all()
+        change = (result.images - result.originals).abs()
+        assert (change <= widened * bound + 0.5 / 255).all()  # + the rounding to 8 bits
+        assert (change > bound + 0.5 / 255).any() == (widened > 1)  # those still going took the wider bound

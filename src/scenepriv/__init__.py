@@ -6,7 +6,7 @@ The names below are imported on first use, so that ``import scenepriv`` (and the
 
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["METHODS", "MODELS", "STRENGTHS", "Classifier", "Method", "Protection", "ScenePrivError", "Settings",
            "load_classifier", "protect"]
 
