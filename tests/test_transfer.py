@@ -161,7 +161,7 @@ def test_the_transfer_preset_takes_its_fixed_steps_within_its_texture_bound(rand
     bound = preset["texture_budget"] * texture_weights(quantise(random_images), preset["texture_mask"])
     # on the tiny network every image leaves its top-1 within the first bound, none reaches a target's p >= 0.5
     for method, steps, reached, widened in (("n-fgsm", "min_iter", True, 1), ("p-fgsm", "max_iter", False, 2)):
-        result = scenepriv.protect(random_images, [tiny_classifier, tiny_classifier], method, seed=0, **preset)
+        result = scenepriv.protect(random_images, tiny_classifier, method, seed=0, **preset)
         assert (result.iterations == preset[steps]).all() and (result.success == reached).all()
         change = (result.images - result.originals).abs()
         assert (change <= widened * bound + 0.5 / 255).all()  # + the rounding to 8 bits
