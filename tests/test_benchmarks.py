@@ -44,3 +44,17 @@ def test_gpu_script_smoke_run_measures_every_number(tmp_path):
     # the table names every part
     for heading in ("images/minute", "ms per image-iteration", "scenepriv protect --device cpu"):
         assert heading in done.stdout
+
+
+def test_photo_speed_smoke_run_measures_time_and_memory(tmp_path):
+    """benchmarks/photo_speed.py --smoke: one tiny photo protected in a process of its own, its wall time and
+    peak memory measured and tabled."""
+    output = tmp_path / "speed.json"
+    script = SCRIPT.parent / "photo_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--json", str(output)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (row,) = json.loads(output.read_text())["rows"]
+    assert row["strength"] == "low" and 0.03 < row["megapixels"] < 0.07
+    assert row["after"]["exit"] == 0 and row["after"]["seconds"] > 0 and 0.1 < row["after"]["peak_gb"] < 8
+    assert "| MP | strength | after s / GB |" in done.stdout

@@ -102,12 +102,14 @@ def test_protect_reports_each_bad_file_and_converts_the_rest(tmp_path, capsys):
     assert any("anim.gif" in line and "frame" in line for line in err.splitlines() if line.startswith("warning:"))
     assert "Traceback" not in err
 
-    good = {"home", "leuvenA", "gray", "rgba", "cmyk", "anim"}
-    assert sorted(p.name for p in outdir.rglob("*")) == sorted(f"{name}.png" for name in good)  # no .part left
+    # a JPEG stays a JPEG (a file to upload), the lossless formats become PNG
+    good = {"home": "JPEG", "leuvenA": "JPEG", "gray": "PNG", "rgba": "PNG", "cmyk": "JPEG", "anim": "PNG"}
+    names = {name: f"{name}.{'jpg' if kind == 'JPEG' else 'png'}" for name, kind in good.items()}
+    assert sorted(p.name for p in outdir.rglob("*")) == sorted(names.values())  # no .part left
     sources = {path.stem: path for path in inputs.iterdir()}
-    for name in good:
-        with Image.open(sources[name]) as source, Image.open(outdir / f"{name}.png") as image:
-            assert (image.format, image.mode, image.size) == ("PNG", "RGB", source.size)  # full resolution
+    for name, kind in good.items():
+        with Image.open(sources[name]) as source, Image.open(outdir / names[name]) as image:
+            assert (image.format, image.mode, image.size) == (kind, "RGB", source.size)  # full resolution
 
     assert re.search(r"^photos\s+9$", out, re.MULTILINE), out
     assert re.search(r"^protected\s+\d+ of 9$", out, re.MULTILINE), out
@@ -139,7 +141,7 @@ def test_default_run_succeeds_on_every_photo(default_run):
     assert re.search(r"^photos\s+3$", default_run["out"], re.MULTILINE)
     assert re.search(r"^top-1 changed\s+3 of 3$", default_run["out"], re.MULTILINE), default_run["out"]
     assert sorted(p.name for p in default_run["outdir"].iterdir()) == sorted(
-        f"{Path(name).stem}.png" for name in DEFAULT_RUN_PHOTOS
+        f"{Path(name).stem}.jpg" for name in DEFAULT_RUN_PHOTOS  # a JPEG in, a JPEG out
     )
 
 
@@ -147,13 +149,13 @@ def test_default_run_changes_what_the_classifier_sees(default_run, embedded_clas
     records = {record["file"]: record for record in read_report(default_run["report"])}
     antialiased = scenepriv.load_classifier(resize="bilinear-antialias")  # what full-size protection optimises
     for source in default_run["inputs"]:
-        output = default_run["outdir"] / f"{source.stem}.png"
+        output = default_run["outdir"] / f"{source.stem}.jpg"
         record = records[str(source)]
         # the paper's resize (no antialiasing) sees the change too
         assert top1(embedded_classifier, output) != top1(embedded_classifier, source), source.name
         clean, protected = top1(antialiased, source), top1(antialiased, output)
         assert protected != clean, source.name
-        # The report describes the same classifications: clean top-1 on the photo, target on the saved PNG.
+        # The report describes the same classifications: clean top-1 on the photo, target on the saved JPEG.
         # (bf16 on CPUs that run it natively can swap two classes whose probabilities nearly tie.)
         assert clean in [entry["index"] for entry in record["clean_top5"][:2]]
         assert record["final_top5"][0]["index"] == protected == record["goal"]["classes"][0]["index"]
@@ -165,7 +167,7 @@ def test_default_run_report_has_one_complete_record_per_photo(default_run):
     assert sorted(r["file"] for r in records) == sorted(str(p) for p in default_run["inputs"])
     for record in records:
         assert REPORT_FIELDS <= record.keys()
-        assert Path(record["output"]) == default_run["outdir"] / f"{Path(record['file']).stem}.png"
+        assert Path(record["output"]) == default_run["outdir"] / f"{Path(record['file']).stem}.jpg"
         assert record["method"] == "p-fgsm" and record["settings"]["sigma"] == 0.99
         assert record["goal"]["toward"] is True and len(record["goal"]["classes"]) == 1
         target = record["goal"]["classes"][0]
@@ -233,7 +235,9 @@ def test_output_never_overwrites_an_input(tmp_path, capsys):
     original = victim.read_bytes()
     random_image(folder / "b.jpg", seed=5)
 
-    code, _, err = run_cli(capsys, "protect", folder / "a.png", folder / "b.jpg", "-o", folder, "--method", "fgsm")
+    jpeg = (folder / "b.jpg").read_bytes()
+    code, _, err = run_cli(capsys, "protect", folder / "a.png", folder / "b.jpg", "-o", folder, "--method", "fgsm",
+                           "--format", "png")
 
     assert code != 0
     errors = error_lines(err)
@@ -241,6 +245,10 @@ def test_output_never_overwrites_an_input(tmp_path, capsys):
     assert victim.read_bytes() == original
     # The other photo is still protected, and nothing temporary is left in the folder.
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.jpg", "b.png"]
+    # With the default format a JPEG's output is a JPEG of the same name: refused too
+    code, _, err = run_cli(capsys, "protect", folder / "b.jpg", "-o", folder, "--method", "fgsm")
+    assert code != 0 and len(error_lines(err)) == 1 and "overwrite" in err
+    assert (folder / "b.jpg").read_bytes() == jpeg
 
 
 def test_same_stem_different_extensions_get_distinct_outputs(tmp_path, capsys):
@@ -250,7 +258,8 @@ def test_same_stem_different_extensions_get_distinct_outputs(tmp_path, capsys):
     random_image(folder / "x.png", seed=7)
     outdir, report = tmp_path / "out", tmp_path / "r.jsonl"
 
-    code, _, err = run_cli(capsys, "protect", folder, "-o", outdir, "--method", "fgsm", "--report", report)
+    code, _, err = run_cli(capsys, "protect", folder, "-o", outdir, "--method", "fgsm", "--report", report,
+                           "--format", "png")
 
     assert code == 0, err
     outputs = {Path(r["file"]).name: Path(r["output"]) for r in read_report(report)}
@@ -260,6 +269,9 @@ def test_same_stem_different_extensions_get_distinct_outputs(tmp_path, capsys):
     assert all(path.parent == outdir and path.suffix == ".png" and path.is_file() for path in outputs.values())
     assert outputs["x.jpg"].read_bytes() != outputs["x.png"].read_bytes()
     assert len(list(outdir.iterdir())) == 2
+    # With the default format the two keep their kinds, so their names no longer clash
+    run_cli(capsys, "protect", folder, "-o", tmp_path / "auto", "--method", "fgsm")
+    assert sorted(p.name for p in (tmp_path / "auto").iterdir()) == ["x.jpg", "x.png"]
 
 
 def test_same_name_in_two_input_folders_gets_distinct_outputs(tmp_path, capsys):
@@ -268,7 +280,7 @@ def test_same_name_in_two_input_folders_gets_distinct_outputs(tmp_path, capsys):
     outdir, report = tmp_path / "out", tmp_path / "r.jsonl"
 
     code, _, err = run_cli(capsys, "protect", tmp_path / "day1", tmp_path / "day2", "-o", outdir,
-                           "--method", "fgsm", "--report", report)
+                           "--method", "fgsm", "--report", report, "--format", "png")
 
     assert code == 0, err
     outputs = [Path(r["output"]) for r in read_report(report)]
@@ -448,18 +460,18 @@ def test_a_photo_smaller_than_the_ssim_window_is_protected_with_no_ssim(tmp_path
     assert code == (1 if missed else 0) and len(error_lines(err)) == len(missed), err
     assert by_file["tiny.png"]["ssim"] is None and by_file["tiny.png"]["psnr"] > 0
     assert 0 < by_file["home.jpg"]["ssim"] <= 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["home.png", "tiny.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["home.jpg", "tiny.png"]
 
 
 def test_a_file_that_cannot_be_written_is_one_error_line_and_the_rest_are_saved(tmp_path, capsys):
     copy_photos(tmp_path / "in", "home.jpg", "leuvenA.jpg")
-    (tmp_path / "out" / "home.png").mkdir(parents=True)  # a folder where the output should go
+    (tmp_path / "out" / "home.jpg").mkdir(parents=True)  # a folder where the output should go
     code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--max-iter", "1",
                            "--batch-size", "1")
     assert code == 1
     [line] = [line for line in error_lines(err) if "not protected" not in line]
     assert "home.jpg" in line and "cannot write" in line
-    with Image.open(tmp_path / "out" / "leuvenA.png") as saved:
+    with Image.open(tmp_path / "out" / "leuvenA.jpg") as saved:
         assert saved.size == Image.open(EXAMPLE_PHOTOS / "leuvenA.jpg").size
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no temporary left
 

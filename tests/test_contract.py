@@ -44,7 +44,7 @@ def test_protect_exits_1_and_names_each_photo_that_did_not_reach_its_goal(tmp_pa
     assert {"home.jpg", "leuvenA.jpg"} == {name for name in ("home.jpg", "leuvenA.jpg") for line in lines
                                            if name in line}
     assert "protected             0 of 2" in out and "saved, not protected  2" in out
-    assert protected_names(tmp_path / "out") == ["home.png", "leuvenA.png"]  # saved all the same: nothing lost
+    assert protected_names(tmp_path / "out") == ["home.jpg", "leuvenA.jpg"]  # saved all the same: nothing lost
 
 
 def test_verify_exits_1_when_a_check_fails(tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_missing_path_and_link_loop_beside_a_photo_do_not_stop_it(tmp_path, caps
     assert code == 1
     lines = error_lines(err)
     assert sum("no_such_folder" in line for line in lines) == 1 and sum("loop.jpg" in line for line in lines) == 1, err
-    assert protected_names(tmp_path / "out") == ["home.png"]
+    assert protected_names(tmp_path / "out") == ["home.jpg"]
 
 
 def test_a_newline_in_a_file_name_stays_on_its_error_line(tmp_path, capsys):
@@ -106,7 +106,7 @@ def test_out_of_memory_on_one_photo_is_one_error_line(tmp_path, capsys, monkeypa
     (tmp_path / "in").mkdir()
     for seed, name in enumerate(("fits.png", "huge.png", "small.png")):  # one size: one batch of three
         random_image(tmp_path / "in" / name, size=(64, 48), seed=seed)
-    huge = torch.from_numpy(np.array(Image.open(tmp_path / "in" / "huge.png"))).permute(2, 0, 1).float() / 255
+    huge = torch.from_numpy(np.array(Image.open(tmp_path / "in" / "huge.png"))).permute(2, 0, 1)  # as decoded
     original, batches = scenepriv.methods.protect, []
 
     def protect(images, *args, **kwargs):
@@ -141,7 +141,7 @@ def test_interrupt_keeps_report_and_files_consistent(tmp_path, capsys, monkeypat
 
     assert code == 130
     saved = protected_names(tmp_path / "out")
-    assert saved == ["aitzgorri_by_Aitzol_Berasategi.png"]
+    assert saved == ["aitzgorri_by_Aitzol_Berasategi.jpg"]
     assert [Path(r["output"]).name for r in read_report(report)] == saved
     assert any("interrupted: 1 of 3 photos saved" in line for line in error_lines(err)), err
 
@@ -180,7 +180,7 @@ def test_a_full_disk_under_the_report_is_one_error_line_and_the_photos_are_saved
     assert code == 1 and "Traceback" not in err
     [line] = [line for line in error_lines(err) if "report" in line]
     assert "/dev/full" in line
-    assert protected_names(tmp_path / "out") == ["home.png", "leuvenA.png"]
+    assert protected_names(tmp_path / "out") == ["home.jpg", "leuvenA.jpg"]
 
 
 def test_report_dash_writes_json_lines_on_stdout_and_messages_on_stderr(tmp_path, capsys):
@@ -365,8 +365,8 @@ def test_heic_photos_in_a_folder_are_protected(tmp_path, capsys):
     code, _, err = run_cli(capsys, "protect", tmp_path / "in", "-o", tmp_path / "out", "--method", "fgsm")
 
     assert not [line for line in error_lines(err) if "not protected" not in line], err
-    with Image.open(tmp_path / "out" / "phone.png") as saved:
-        assert saved.size == (64, 48)
+    with Image.open(tmp_path / "out" / "phone.jpg") as saved:  # a lossy photo in, a JPEG out
+        assert (saved.format, saved.size) == ("JPEG", (64, 48))
 
 
 # --- your own model --------------------------------------------------------------------------------------------------
@@ -432,8 +432,12 @@ def test_an_unknown_model_name_is_refused(tmp_path, capsys):
 # --- strength presets ------------------------------------------------------------------------------------------------
 
 
-def test_the_default_strength_is_the_least_visible_and_still_changes_the_top1(tmp_path, capsys, embedded_classifier):
-    from scenepriv.settings import STRENGTHS
+def test_the_default_strength_holds_through_a_sites_jpeg_in_a_jpeg_no_larger(tmp_path, capsys):
+    """No strength named: the platform-proof preset; a JPEG in gives a JPEG out, about as large, whose top-1 differs
+    from the original's as saved and after a site's JPEG re-encoding (75) at full and half size (judged in fp32)."""
+    from scenepriv import verify
+    from scenepriv.images import jpeg_quality, load_photo
+    from scenepriv.settings import DEFAULT_STRENGTH, STRENGTHS
 
     copy_photos(tmp_path / "in", "leuvenA.jpg")
     report = tmp_path / "r.jsonl"
@@ -441,15 +445,17 @@ def test_the_default_strength_is_the_least_visible_and_still_changes_the_top1(tm
                            "--report", report, "--compare", tmp_path / "compare")
 
     [record] = read_report(report)
-    assert code == 0 and record["success"] and record["strength"] == "low", err
-    assert all(record["settings"][key] == value for key, value in STRENGTHS["low"].items())
-    antialiased = scenepriv.load_classifier(resize="bilinear-antialias")  # judged in fp32
-    from scenepriv.images import load_photo
-
-    with torch.inference_mode():
-        before = antialiased(load_photo(EXAMPLE_PHOTOS / "leuvenA.jpg").pixels[None]).argmax()
-        after = antialiased(load_photo(tmp_path / "out" / "leuvenA.png").pixels[None]).argmax()
-    assert before != after
+    assert code == 0 and record["success"] and record["strength"] == DEFAULT_STRENGTH == "medium", err
+    assert all(record["settings"][key] == value for key, value in STRENGTHS["medium"].items())
+    saved = tmp_path / "out" / "leuvenA.jpg"
+    with Image.open(saved) as image, Image.open(EXAMPLE_PHOTOS / "leuvenA.jpg") as photo:
+        assert image.format == "JPEG" and record["jpeg_quality"] == min(95, max(85, jpeg_quality(photo)))
+    assert saved.stat().st_size <= 2 * (EXAMPLE_PHOTOS / "leuvenA.jpg").stat().st_size
+    antialiased = scenepriv.load_classifier(resize="bilinear-antialias")  # fp32: as a platform runs it
+    checks = verify.checks([75], [1.0, 0.5], ["bilinear-antialias"])
+    verdict = verify.judge(antialiased, load_photo(saved).pixels, load_photo(EXAMPLE_PHOTOS / "leuvenA.jpg").pixels,
+                           checks)
+    assert all(entry["holds"] for entry in verdict["checks"]), verdict
     with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, 256 px each
         assert crop.size == (2 * 256 + 8, 256)
 

@@ -132,8 +132,8 @@ def test_a_rerun_skips_the_photos_already_reported_and_remote_paths_go_through_p
                                                                "picosdeeuropa_by_Aitzol_Berasategi.jpg"]
     assert [r.error for r in run.results if r.error] and all(r.output.startswith("file://") for r in run.results)
     written = sorted((tmp_path / "out").iterdir())
-    assert [p.name for p in written] == ["leuvenA.png", "life_by_Aitzol_Berasategi.png",
-                                         "picosdeeuropa_by_Aitzol_Berasategi.png"]
+    assert [p.name for p in written] == ["leuvenA.jpg", "life_by_Aitzol_Berasategi.jpg",
+                                         "picosdeeuropa_by_Aitzol_Berasategi.jpg"]
     for path in written:  # the remaining photos form the local pipeline's last batches: the same bytes
         assert path.read_bytes() == next(v["bytes"] for v in local.values() if v["output"] == path.name)
     lines = report.read_text().splitlines()

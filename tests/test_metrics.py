@@ -148,7 +148,12 @@ def test_butteraugli_is_none_with_a_note_where_it_is_not_installed(monkeypatch, 
 
 
 @pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
-def test_butteraugli_skips_photos_above_its_pixel_limit():
-    image = random_image()
-    assert metrics.butteraugli(image, image, max_pixels=image.shape[0] * image.shape[1]) == 0.0
-    assert metrics.butteraugli(image, image, max_pixels=image.shape[0] * image.shape[1] - 1) is None
+def test_butteraugli_scores_tiles_of_photos_above_its_pixel_limit():
+    """Above the limit, tiles spread over the pair are scored: for a change spread evenly over the photo, about the
+    whole pair's score (the worst region is everywhere); identical photos score 0 either way."""
+    image = np.random.default_rng(0).integers(0, 256, (600, 700, 3), dtype=np.uint8)
+    noisy = np.clip(image.astype(int) + np.random.default_rng(1).integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
+    whole = metrics.butteraugli(image, noisy, max_pixels=image.shape[0] * image.shape[1])
+    tiled = metrics.butteraugli(image, noisy, max_pixels=image.shape[0] * image.shape[1] - 1)
+    assert whole > 0 and 0.8 * whole <= tiled <= 1.1 * whole
+    assert metrics.butteraugli(image, image, max_pixels=1) == 0.0

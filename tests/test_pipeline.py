@@ -39,7 +39,7 @@ def test_one_result_per_file_in_order_a_bad_file_named_and_the_rest_saved(folder
     report.close()
 
     assert [r.source.name for r in results] == ["a.png", "b.jpg", "c.png", "d.png"]
-    assert [r.output.name for r in results] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [r.output.name for r in results] == ["a.png", "b.jpg", "c.png", "d.png"]
     bad = results[1]
     assert bad.record is None and "b.jpg" in bad.error and "\n" not in bad.error and not bad.output.exists()
     records = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
@@ -78,7 +78,7 @@ def test_closing_early_still_reports_the_files_being_written(folder, tmp_path, t
 
 
 def test_settings_follow_the_strength_and_the_options_given_win():
-    assert pipeline.resolve_settings()[0] == "low"
+    assert pipeline.resolve_settings()[0] == "medium"
     assert pipeline.resolve_settings("fgsm")[0] == pipeline.resolve_settings(size="model")[0] == "paper"
     strength, settings = pipeline.resolve_settings(strength="medium", eps=0.01, robust=False)
     assert strength == "medium" and settings.eps == 0.01 and settings.robust  # the preset's robustness stays
@@ -88,3 +88,18 @@ def test_settings_follow_the_strength_and_the_options_given_win():
         pipeline.resolve_settings("p-fgsm", iterations=3)
     with pytest.raises(ValueError, match="unknown strength"):
         pipeline.resolve_settings(strength="extreme")
+
+
+def test_progress_follows_the_steps_of_each_batch(folder, tmp_path, tiny_classifier):
+    """``progress(sources, stage, step)``: each batch's photos, its steps counted from 0, then the scaling down."""
+    pairs = pipeline.output_pairs(find_images([folder]), tmp_path / "out")
+    _, settings = pipeline.resolve_settings(strength="medium", max_iter=4)
+    job = pipeline.Job(settings=settings, strength="medium", seed=0, batch_size=2)
+    calls = []
+    results = list(pipeline.protect_files(pairs, [tiny_classifier], job, progress=lambda *call: calls.append(call)))
+    assert len(results) == 4
+    batches = {tuple(path.name for path in sources) for sources, _, _ in calls}
+    assert batches == {("a.png",), ("c.png",), ("d.png",)}  # one size per batch: c is smaller; b is no photo
+    for batch in batches:
+        steps = [step for sources, stage, step in calls if tuple(p.name for p in sources) == batch and stage == "step"]
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= 5

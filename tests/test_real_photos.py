@@ -44,35 +44,41 @@ def photo_with_metadata(tmp_path):
 
 def test_output_has_the_input_size_and_no_metadata_but_the_colour_profile(tmp_path, capsys, photo_with_metadata):
     path, icc = photo_with_metadata
-    code, out, err = run_cli(capsys, "protect", path, "-o", tmp_path / "out", "--method", "fgsm", "--seed", "0")
-    assert code == 0, err
-    with Image.open(tmp_path / "out" / "tagged.png") as image:
-        assert image.size == (120, 160)  # the EXIF rotation is applied to the pixels, and the size kept
-        assert not image.getexif()
-        assert image.info.get("icc_profile") == icc
-        assert not {"xmp", "XML:com.adobe.xmp", "exif"} & set(image.info)
+    for kind, name in (("auto", "tagged.jpg"), ("png", "tagged.png")):  # a JPEG in: a JPEG by default, or a PNG
+        code, out, err = run_cli(capsys, "protect", path, "-o", tmp_path / kind, "--method", "fgsm", "--seed", "0",
+                                 "--format", kind)
+        assert not [line for line in err.splitlines() if line.startswith("error:") and "not protected" not in line]
+        with Image.open(tmp_path / kind / name) as image:
+            assert image.size == (120, 160)  # the EXIF rotation is applied to the pixels, and the size kept
+            assert not image.getexif()
+            assert image.info.get("icc_profile") == icc
+            assert not {"xmp", "XML:com.adobe.xmp", "exif"} & set(image.info)
 
 
 def test_keep_metadata_keeps_the_camera_but_never_the_location(tmp_path, capsys, photo_with_metadata):
     path, _ = photo_with_metadata
     code, _, err = run_cli(capsys, "protect", path, "-o", tmp_path / "out", "--method", "fgsm", "--seed", "0",
                            "--keep-metadata")
-    assert code == 0, err
-    with Image.open(tmp_path / "out" / "tagged.png") as image:
+    assert not [line for line in err.splitlines() if line.startswith("error:") and "not protected" not in line]
+    with Image.open(tmp_path / "out" / "tagged.jpg") as image:
         exif = image.getexif()
         assert exif.get(0x010F) == "ExampleCam"
         assert 0x8825 not in exif and not exif.get_ifd(0x8825)
         assert exif.get(0x0112) in (None, 1)  # the pixels are already upright
 
 
-def test_size_model_gives_the_paper_thumbnails_and_jpeg_output_warns(tmp_path, capsys):
+def test_size_model_gives_the_paper_thumbnails_judged_as_the_jpeg_saved(tmp_path, capsys, embedded_classifier):
+    """A JPEG output is judged as its file decodes: the report's final top-1 is the saved JPEG's."""
     shutil.copy(EXAMPLES / "home.jpg", tmp_path / "home.jpg")
-    code, _, err = run_cli(capsys, "protect", tmp_path / "home.jpg", "-o", tmp_path / "out", "--method", "fgsm",
-                           "--size", "model", "--format", "jpeg", "--quality", "90")
-    assert code == 0
-    assert "warning:" in err and "--strength medium" in err
+    report = tmp_path / "r.jsonl"
+    run_cli(capsys, "protect", tmp_path / "home.jpg", "-o", tmp_path / "out", "--method", "fgsm", "--size", "model",
+            "--format", "jpeg", "--quality", "90", "--report", report)
     with Image.open(tmp_path / "out" / "home.jpg") as image:
         assert (image.format, image.size) == ("JPEG", (224, 224))
+    [record] = [json.loads(line) for line in report.read_text().splitlines()]
+    saved = scenepriv.images.load_photo(tmp_path / "out" / "home.jpg").pixels
+    with torch.no_grad():
+        assert int(embedded_classifier(saved[None]).argmax()) == record["final_top5"][0]["index"]
 
 
 def test_resize_pipelines_and_differentiable_jpeg():
@@ -91,7 +97,7 @@ def test_resize_pipelines_and_differentiable_jpeg():
 
 def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier, random_images):
     """A view that shows the classifier a constant grey image can never reach a target: nothing stops early."""
-    grey = lambda saved: [torch.full_like(saved, 0.5)]  # noqa: E731
+    grey = lambda saved, rows: [torch.full_like(saved, 0.5)]  # noqa: E731
     labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
     plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
                            threshold=0.5)
@@ -109,7 +115,7 @@ def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
     labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
     calls = []
 
-    def reject_twice(saved, targets):
+    def reject_twice(saved, targets, rows):
         calls.append(len(saved))
         return torch.full((len(saved),), len(calls) > 2)
 
@@ -117,7 +123,7 @@ def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
                            threshold=0.5)
     confirmed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
                                threshold=0.5, confirm=reject_twice)
-    refuse = lambda saved, targets: torch.zeros(len(saved), dtype=torch.bool)  # noqa: E731
+    refuse = lambda saved, targets, rows: torch.zeros(len(saved), dtype=torch.bool)  # noqa: E731
     never = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
                            threshold=0.5, confirm=refuse)
     assert plain.success.any() and len(calls) >= 3
@@ -153,7 +159,7 @@ def test_verify_reports_every_check_against_the_original(tmp_path, capsys):
     saved = [c for c in result["checks"] if c["check"].startswith("saved")]
     assert all(c["holds"] and c["original_top1"] != c["top1"] for c in saved)
     code, out, _ = run_cli(capsys, "verify", protected, "--original", tmp_path, "--jpeg", "50", "--scale", "1")
-    assert "home.png" in out and "share of files holding" in out
+    assert "home.jpg" in out and "share of files holding" in out
 
 
 def test_verify_names_a_missing_original_and_goes_on(tmp_path, capsys):

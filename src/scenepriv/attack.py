@@ -24,7 +24,7 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, the pixels as saved."""
-    return quantise(images).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return images.clamp(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class _StraightThroughQuantise(torch.autograd.Function):
@@ -125,9 +125,9 @@ def sign_step_loop(
     noise: torch.Tensor | None = None,
     threshold: float = 0.99,
     max_perturbation: float | torch.Tensor | None = None,
-    views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    views: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None,
     view_threshold: float = 0.5,
-    confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    confirm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     step_weights: torch.Tensor | None = None,
     grow_bound_every: int | None = None,
     bucket: bool = False,
@@ -135,7 +135,7 @@ def sign_step_loop(
     momentum: float | None = None,
     smoothing: float | None = None,
     min_steps: int | None = None,
-    shrink_steps: int | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
 
@@ -146,11 +146,13 @@ def sign_step_loop(
     ``iterative`` recomputes the direction every step and ends an image's iterations as soon as its saved
     version reaches the goal; ``iterative=False`` repeats the first direction ``steps`` times (the paper's
     "(kI)" baselines).
-    ``views`` maps the saved batch to transformed versions at the classifier's input size (e.g. JPEG
-    re-encodings): their losses join the gradient, and the goal must then hold on each of them too,
-    with the target's probability at least ``view_threshold`` (a margin against unseen re-encodings).
-    ``confirm(saved, labels)`` has the last word on the images that reached the goal: a boolean mask
-    (e.g. the goal on real, non-differentiable re-encodings); the images it rejects go on.
+    ``views(saved, rows)`` maps the saved batch (the images of ``rows``) to transformed versions at the
+    classifier's input size (e.g. JPEG re-encodings): their losses join the gradient, and the goal must then
+    hold on each of them too, with the target's probability at least ``view_threshold`` (a margin against unseen
+    re-encodings).
+    ``confirm(saved, labels, rows)`` has the last word on the images that reached the goal (``rows``: their
+    indices in the batch): a boolean mask (e.g. the goal on real, non-differentiable re-encodings); the images it
+    rejects go on.
     ``step_weights`` (N, 1 or 3, H, W) scales each pixel's step: eps * weight * d_n (a perceptual mask).
     ``max_perturbation`` bounds |x - x_original|: a number, or a map (N, 1 or 3, H, W) per pixel; with
     ``grow_bound_every`` the bound of an image still going grows by its first size every that many
@@ -168,9 +170,7 @@ def sign_step_loop(
     ``momentum`` mu steps along the sign of g_n = mu g_{n-1} + grad_n / mean|grad_n| (MI-FGSM), per image.
     ``min_steps`` keeps an image going that many steps even once it reaches its goal (a margin), and its
     success is then judged on where it ends.
-
-    ``shrink_steps`` scales the perturbation of each image that reached its goal down by the smallest factor
-    in (0, 1] that still reaches it on every model and passes ``confirm`` (:func:`shrink_to_goal`).
+    ``on_step(step)`` is called before each step (progress on long work).
     """
     models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
     x_original = quantise(images.detach().float())
@@ -192,6 +192,8 @@ def sign_step_loop(
         index = active.nonzero().squeeze(1)
         if len(index) == 0:
             break
+        if on_step is not None:
+            on_step(step)
         last = step == steps
         if step == 0 or last or iterative:
             wants_gradient = noise is None and not last and (step == 0 or iterative)
@@ -201,7 +203,7 @@ def sign_step_loop(
             with torch.set_grad_enabled(wants_gradient):
                 saved = straight_through_quantise(batch)
                 model_logits = [model(saved)[:going] for model in models]
-                view_logits = [] if views is None else [model(view) for view in views(saved[:going])
+                view_logits = [] if views is None else [model(view) for view in views(saved[:going], index)
                                                         for model in models]
                 diverse_logits = [] if gradient_views is None or not wants_gradient else [
                     model(view) for view in gradient_views(saved[:going]) for model in models]
@@ -218,7 +220,8 @@ def sign_step_loop(
                 reached &= iterations[index] >= min_steps
             if confirm is not None and iterative and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
-                reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]])
+                reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]],
+                                              index[candidates])
             done = reached | last if iterative else torch.full_like(reached, last)
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
@@ -259,13 +262,7 @@ def sign_step_loop(
             x[index] = moved
         iterations[index] += 1
 
-    saved = quantise(x)
-    if shrink_steps and bool(success.any()):
-        rows = success.nonzero().squeeze(1)
-        saved[rows], final_logits[:, rows] = shrink_to_goal(
-            x_original[rows], saved[rows], final_logits[:, rows], models, labels[rows], targeted=targeted,
-            threshold=threshold, confirm=confirm, steps=shrink_steps)
-    return LoopResult(x_original, saved, clean_logits, final_logits, labels, iterations, success)
+    return LoopResult(x_original, quantise(x), clean_logits, final_logits, labels, iterations, success)
 
 
 def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.Tensor, models: Sequence[nn.Module],
@@ -273,7 +270,8 @@ def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.T
                    confirm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, steps: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8-bit ``originals + a (saved - originals)`` with the smallest factor a in (0, 1] found by ``steps``
-    halvings of [0, 1] at which the goal holds on every model (and ``confirm``), and its logits (M, N, D).
+    halvings of [0, 1] at which the goal holds on every model (and ``confirm(candidates, indices)``, given the
+    candidates that reach it and their indices in this batch), and its logits (M, N, D).
     ``logits`` are the models' on ``saved``, which must reach the goal (it is not judged again).
 
     A sign-gradient loop stops at its first success, usually with room to spare: on real photos a scaled
@@ -294,7 +292,7 @@ def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.T
                                for out in logits]).all(0)
         if confirm is not None and bool(reached.any()):
             candidates = reached.nonzero().squeeze(1)
-            reached[candidates] = confirm(candidate[candidates], labels[candidates])
+            reached[candidates] = confirm(candidate[candidates], candidates)
         high = torch.where(reached.view(-1, 1, 1, 1), middle, high)
         low = torch.where(reached.view(-1, 1, 1, 1), low, middle)
         best = torch.where(reached.view(-1, 1, 1, 1), candidate, best)

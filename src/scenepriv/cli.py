@@ -27,7 +27,16 @@ from .commands import (
     command_serve,
     command_verify,
 )
-from .settings import METHODS, PRECISIONS, RESAMPLERS, RESIZE_POLICIES, STRENGTHS, ScenePrivError
+from .settings import (
+    DEFAULT_STRENGTH,
+    METHODS,
+    PRECISIONS,
+    RESAMPLERS,
+    RESIZE_POLICIES,
+    STRENGTH_PROMISES,
+    STRENGTHS,
+    ScenePrivError,
+)
 from .zoo import DEFAULT_MODEL, MODELS, places365
 
 # --- option types: every number is checked, and the message names the option (argparse adds it) --------------------
@@ -150,8 +159,9 @@ def _model_options(parser: argparse.ArgumentParser, precision: str = "fp32", bat
 
 
 PROTECT_EXAMPLES = """examples:
-  scenepriv protect holiday/ -o protected/                 protect every photo of a folder, least visibly
-  scenepriv protect holiday/ -o protected/ --strength medium   also hold through platform JPEG and resizing
+  scenepriv protect holiday/ -o protected/                 protect every photo of a folder (holds through a
+                                                           site's JPEG re-encoding and resizing)
+  scenepriv protect holiday/ -o protected/ --strength low  least visible, for files shared as they are
   scenepriv verify protected/ --original holiday/          check the protection after re-encoding
   find . -name '*.heic' | scenepriv protect - -o out/      paths from stdin
 
@@ -176,12 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos; - reads paths from stdin")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected photos")
     p.add_argument("--strength", choices=list(STRENGTHS),
-                   help="low (default): least visible, holds on the file as saved; medium: hardly visible and "
-                        "holds through platform JPEG re-encoding (quality 50-95) and resizing; high: surest (also "
-                        "through harsher JPEG), more visible; paper: "
-                        "the paper's P-FGSM settings (the default with --size model and for methods other than "
-                        "p-fgsm); transfer: more often fools classifiers not protected against (with --model a,b), "
-                        "visible")
+                   help="; ".join(f"{name}: {promise}" for name, promise in STRENGTH_PROMISES.items())
+                   + " (paper is the default with --size model and for methods other than p-fgsm)")
     p.add_argument("--robust", action="store_true",
                    help="also hold through platform re-encoding (JPEG down to quality 25, resizing) at any strength "
                         "(medium and high have it)")
@@ -192,9 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="DIR",
                    help="also write, per photo, the most changed 256x256 crop at 100%%: original | protected")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout (messages on stderr)")
-    p.add_argument("--format", default="png", choices=["png", "jpeg"], help="output format (default png, lossless)")
-    p.add_argument("--quality", type=JPEG_QUALITY, default=95,
-                   help="JPEG quality 1-100 for --format jpeg (default 95)")
+    p.add_argument("--format", default="auto", choices=["auto", "png", "jpeg"],
+                   help="output format; auto (default): a JPEG for a JPEG, HEIC, WebP or AVIF photo (a file you can "
+                        "upload, the protection checked on that file), a PNG for a lossless one")
+    p.add_argument("--quality", type=JPEG_QUALITY,
+                   help="JPEG quality 1-100 of JPEG outputs (default: the photo's own, within 85-95; 90 for a photo "
+                        "that was not a JPEG)")
     p.add_argument("--keep-metadata", action="store_true",
                    help="keep EXIF metadata except location (default: strip all; a valid colour profile is kept)")
     p.add_argument("--size", default="full", choices=["full", "model"],
@@ -289,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_whole(0, 65535), default=8765, help="port to listen on (default 8765; 0: any free)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; any other is warned about)")
-    s.add_argument("--strength", choices=list(STRENGTHS), default="low",
-                   help="the strength the page starts with (default low)")
+    s.add_argument("--strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH,
+                   help=f"the strength the page starts with (default {DEFAULT_STRENGTH})")
     s.add_argument("--max-upload-mb", type=_in_range(0, 100_000, open_low=True), default=50,
                    help="the largest photo the page takes, in MB (default 50)")
     _output_options(s)

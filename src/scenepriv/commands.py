@@ -28,6 +28,7 @@ class Console:
         self.verbosity = verbosity
         self.stream = sys.stderr if machine_stdout else sys.stdout
         self.progress = None  # a tqdm bar, whose line is kept below the messages
+        self.step_bar = self.step_name = None  # a second bar: the steps of the photo(s) at work
 
     def _write(self, line: str, stream) -> None:
         if self.progress is not None:
@@ -54,6 +55,24 @@ class Console:
 
         self.progress = tqdm(total=total, unit=unit, file=sys.stderr, disable=None if self.verbosity >= 0 else True)
         return self.progress
+
+    def steps(self, sources: list, stage: str, step: int) -> None:
+        """A second bar, below the photos' one: the steps of the photo(s) at work (a large photo takes a while)."""
+        from tqdm import tqdm
+
+        name = _shown(Path(sources[0]).name) + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+        if self.step_bar is None or self.step_name != name:
+            self.close_steps()
+            self.step_name = name
+            self.step_bar = tqdm(desc=name, unit="step", position=1, leave=False, file=sys.stderr,
+                                 disable=None if self.verbosity >= 0 else True)
+        self.step_bar.set_postfix_str("scaling the change down" if stage == "shrink" else "", refresh=False)
+        self.step_bar.update(step - self.step_bar.n)
+
+    def close_steps(self) -> None:
+        if self.step_bar is not None:
+            self.step_bar.close()
+            self.step_bar = None
 
 
 def _shown(path) -> str:
@@ -181,7 +200,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
         from .distributed import find_pairs
 
         sources = find_pairs(args.inputs, args.output, recursive=args.recursive, problems=failures,
-                             suffix=".jpg" if args.format == "jpeg" else ".png")
+                             format=args.format)
         for problem in failures:
             console.error(problem)
     else:
@@ -203,9 +222,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     args.strength = strength
-    if args.format == "jpeg" and not settings.robust:
-        console.warn("JPEG output re-encodes the perturbation and may weaken it; use --strength medium, or keep PNG")
-    pairs = sources if remote else pipeline.output_pairs(sources, outdir, ".jpg" if args.format == "jpeg" else ".png")
+    pairs = sources if remote else pipeline.output_pairs(sources, outdir, args.format)
     report = pipeline.Report(args.report, {Path(source).resolve() for source, _ in pairs})
     if not remote:
         pipeline.writable_folder(outdir)
@@ -232,7 +249,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
     else:
         console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
                        f"{models[0].resize}; {args.method} with {settings}")
-        results = pipeline.protect_files(pairs, models, job, report=report)
+        results = pipeline.protect_files(pairs, models, job, report=report, progress=console.steps)
     with console.bar(len(pairs), "photo") as progress:
         try:
             for result in results:
@@ -246,6 +263,7 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
             interrupted = True
             results.close()  # the files being written are saved and reported
         progress.update(len(pairs) - progress.n)
+        console.close_steps()
     console.progress = None
     report.close()
     _protect_summary(args, console, pairs, records, failures, time.perf_counter() - start, interrupted)

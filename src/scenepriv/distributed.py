@@ -153,7 +153,7 @@ def _list_uri(uri: str, recursive: bool, problems: list[str]) -> list[tuple[_Uri
 
 
 def find_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, recursive: bool = False,
-               suffix: str = ".png", problems: list[str] | None = None) -> list[tuple[Any, Any]]:
+               format: str = "auto", problems: list[str] | None = None) -> list[tuple[Any, Any]]:
     """(source, output) of every photo in ``inputs``, named as the local pipeline names them. Local inputs are
     listed by :func:`scenepriv.images.find_images` (so the pairs are the command line's); a URI by pyarrow.
     Sources and outputs are Paths, or URI strings. Each input that cannot be used is one line in ``problems``."""
@@ -166,9 +166,9 @@ def find_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *
             [Path(name)], recursive=recursive, problems=problems)
     if not is_uri(output):
         return [(str(source) if is_uri(source) else source, target)
-                for source, target in pipeline.output_pairs(sources, Path(output), suffix)]
+                for source, target in pipeline.output_pairs(sources, Path(output), format)]
     root = str(output).rstrip("/")
-    pairs = pipeline.output_pairs(sources, PurePosixPath("/"), suffix)  # names under the output's root
+    pairs = pipeline.output_pairs(sources, PurePosixPath("/"), format)  # names under the output's root
     return [(str(source) if is_uri(source) else source, f"{root}{target}") for source, target in pairs]
 
 
@@ -524,8 +524,7 @@ def protect_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], des
     job = job or Job()
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     problems: list[str] = []
-    pairs = find_pairs(sources, destination, recursive=recursive, problems=problems,
-                       suffix=".jpg" if job.format == "jpeg" else ".png")
+    pairs = find_pairs(sources, destination, recursive=recursive, problems=problems, format=job.format)
     done = reported_sources(report)
     skipped = [str(source) for source, _ in pairs if str(source) in done]
     pairs = [(source, output) for source, output in pairs if str(source) not in done]

@@ -55,13 +55,14 @@ def _reason(error: BaseException) -> str:
 
 @dataclass
 class Photo:
-    """A decoded photo: RGB pixels (3, H, W) in [0, 1], and what was done to get them."""
+    """A decoded photo: RGB pixels (3, H, W) in [0, 1] (or 0-255 as uint8), and what was done to get them."""
 
     path: Path
     pixels: torch.Tensor
     warnings: list[str] = field(default_factory=list)
     icc_profile: bytes | None = None  # an RGB colour profile, kept on output
     exif: bytes | None = None  # EXIF without location and with the orientation applied (for --keep-metadata)
+    jpeg_quality: int | None = None  # a JPEG's quality, estimated from its luminance table (None: not a JPEG)
 
 
 def image_extensions() -> set[str]:
@@ -196,8 +197,9 @@ def _upright(image: Image.Image, warnings: list[str]) -> tuple[Image.Image, byte
         return upright, None
 
 
-def load_photo(path: Path) -> Photo:
-    """Decode ``path`` into RGB in [0, 1], EXIF orientation applied; ImageError (one line) if it cannot be.
+def load_photo(path: Path, dtype: torch.dtype = torch.float32) -> Photo:
+    """Decode ``path`` into RGB in [0, 1] (``torch.uint8``: 0-255, a quarter of the memory), EXIF orientation
+    applied; ImageError (one line) if it cannot be.
 
     Any exception of the decoders becomes that ImageError, so one damaged file never stops a batch.
     """
@@ -210,9 +212,11 @@ def load_photo(path: Path) -> Photo:
                 warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
             image.load()
             icc_profile = _rgb_profile(image.info.get("icc_profile"), warnings)
+            quality = jpeg_quality(image)
             upright, exif = _upright(image, warnings)
             rgb = _to_rgb(upright, warnings)
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+        pixels = pixels if dtype == torch.uint8 else pixels.to(dtype) / 255
     except ImageError:
         raise
     except _Refused as error:
@@ -228,7 +232,25 @@ def load_photo(path: Path) -> Photo:
         raise ImageError(f"{shown(path)}: too large to decode in the memory of this computer") from None
     except Exception as error:  # decoders raise anything on damaged data: TypeError, struct.error, IndexError...
         raise ImageError(f"{shown(path)}: unreadable image ({_reason(error)})") from None
-    return Photo(path, pixels, warnings, icc_profile, exif)
+    return Photo(path, pixels, warnings, icc_profile, exif, quality)
+
+
+# The luminance table of the JPEG standard (Annex K) for quality 50, in natural order, as libjpeg scales it.
+_LUMA_TABLE = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                        14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104,
+                        113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+_SCALES = np.array([5000 / q if q < 50 else 200 - 2 * q for q in range(1, 101)])
+_TABLES = np.clip((_LUMA_TABLE[None] * _SCALES[:, None] + 50) // 100, 1, 255)  # (100, 64): quality 1-100
+
+
+def jpeg_quality(image: Image.Image) -> int | None:
+    """The quality 1-100 whose standard luminance table is closest to a JPEG's own (exact for libjpeg's files, the
+    nearest match for a camera's tables); None for an image that is not a JPEG."""
+    tables = getattr(image, "quantization", None) if image.format in ("JPEG", "MPO") else None
+    if not tables or len(tables.get(0, ())) != 64:
+        return None
+    distance = np.abs(np.log(_TABLES) - np.log(np.maximum(np.asarray(tables[0], dtype=np.float64), 1))).sum(1)
+    return int(distance.argmin()) + 1
 
 
 GPS_IFD = 0x8825
@@ -245,6 +267,14 @@ def _exif_without_location(image: Image.Image) -> bytes | None:
     return exif.tobytes() if exif else None
 
 
+def jpeg_pixels(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8: what a JPEG of ``pixels`` at ``quality``, as :func:`save_image` writes it, decodes to."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    with Image.open(buffer) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 PNG_LEVEL = 3  # zlib level: measured on a 12-megapixel photo, 2.7x faster than Pillow's default 6, 12% larger
 
 
@@ -253,13 +283,15 @@ def save_image(
 ) -> list[str]:
     """Write an (H, W, 3) uint8 array atomically: a temporary file beside it, then a rename.
 
-    PNG (lossless) unless ``path`` ends in .jpg/.jpeg. Nothing but the given colour profile and
+    PNG (lossless) unless ``path`` ends in .jpg/.jpeg: then JPEG at ``quality`` with 4:2:0 chroma, as cameras and
+    platforms write it, so its pixels are exactly :func:`scenepriv.verify.jpeg_round_trip`'s. Nothing but the given
+    colour profile and
     EXIF is written: no XMP, IPTC or GPS data. EXIF that a JPEG cannot hold (over 64 KiB) is left out
     and said in the returned warnings. Any failure raises ImageError naming ``path``, and leaves no
     temporary file and any earlier ``path`` as it was.
     """
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-    options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2} if jpeg else {"compress_level": PNG_LEVEL}
+    options = {"quality": quality} if jpeg else {"compress_level": PNG_LEVEL}
     if icc_profile:
         options["icc_profile"] = icc_profile
     if exif:

@@ -6,19 +6,19 @@ import dataclasses
 import functools
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import metrics, targets
-from .attack import goal_reached, quantise, sign_step_loop, to_uint8
+from . import metrics, resolution, targets
+from .attack import goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
 from .perceptual import texture_weights
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
-from .verify import ROBUST_CHECKS, platform_version
+from .verify import ROBUST_CHECKS, Check, jpeg_round_trip, platform_versions
 from .zoo import Classifier
 
 
@@ -87,6 +87,8 @@ def protect(
     labels: torch.Tensor | None = None,
     seed: int | None = None,
     settings: Settings | None = None,
+    saved_quality: Sequence[int | None] | None = None,
+    progress: Callable[[str, int], None] | None = None,
     **overrides: Any,
 ) -> Protection:
     """Protect a batch of RGB images in [0, 1], shape (N, 3, H, W), against ``classifier``.
@@ -98,6 +100,10 @@ def protect(
     ``images`` is a float tensor or NumPy array in [0, 1]; uint8 values (0-255) are divided by 255.
     ``labels`` (N,) are the true classes for the untargeted methods (default: the clean top-1).
     Settings come from ``settings`` and/or keyword overrides (``eps=0.004``, ``sigma=0.9`` ...).
+    ``saved_quality`` gives each image's JPEG quality when it will be saved as a JPEG (None: a lossless file):
+    the goal is then judged on the decoded JPEG, as the file will show it. ``progress(stage, step)`` is called as
+    the work goes: ``("step", n)`` before each step of the loop, ``("shrink", n)`` once before the change is scaled
+    down (``n``: the steps taken).
     The input is not modified; the returned images are 8-bit values, exactly what is saved.
     Images outside [0, 1], NaN pixels, an empty batch or a label count that differs raise ValueError.
     """
@@ -105,6 +111,7 @@ def protect(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
     settings = dataclasses.replace(settings or Settings(), **overrides)
+    was_8bit = isinstance(images, torch.Tensor | np.ndarray) and images.dtype in (torch.uint8, np.uint8)
     images = _checked_images(images)
     if labels is not None and (len(torch.as_tensor(labels).reshape(-1)) != len(images)):
         raise ValueError(f"{len(torch.as_tensor(labels).reshape(-1))} labels for {len(images)} images")
@@ -130,13 +137,69 @@ def protect(
         fallback.copy_(empty.cpu())
         return targets.draw_uniform(mask, generators)
 
-    views = confirm = None
+    originals = images if was_8bit else quantise(images)
+    factor = resolution.factor(tuple(images.shape[-2:]), settings.work_size)
+    full_weights = None if settings.texture_mask is None else texture_weights(originals, settings.texture_mask)
+    work = resolution.block_means(originals, factor)
+    weights = None if full_weights is None else resolution.block_means(full_weights, factor)
+    work_originals = quantise(work)
+    spread = None if factor == 1 else resolution.spread(full_weights, factor, tuple(images.shape[-2:]))
+
+    def full_size(saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The photos of ``rows`` with the change of ``saved`` (at the working size) carried to full size."""
+        if factor == 1:
+            return saved
+        change = resolution.carry(saved - work_originals[rows], None if spread is None else spread[rows], factor,
+                                  tuple(images.shape[-2:]))
+        return change.add_(originals[rows]).clamp_(0, 1).mul_(255).round_().div_(255)  # quantised, in place
+
+    qualities = list(saved_quality or [None] * len(images))
+    if len(qualities) != len(images):
+        raise ValueError(f"{len(qualities)} saved qualities for {len(images)} images")
+    as_jpeg = any(quality is not None for quality in qualities)
+
+    def as_saved(saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The photos of ``rows`` as their files will show them: at full size, through their JPEG if saved so."""
+        photos = full_size(saved, rows)
+        if not as_jpeg or len(rows) == 0:
+            return photos
+        return torch.stack([photo if qualities[row] is None else jpeg_round_trip(photo, qualities[row])
+                            for photo, row in zip(photos, rows.tolist(), strict=True)])
+
+    def confirm(saved: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, exact: bool = True) -> torch.Tensor:
+        """Whether the goal holds on the files of ``rows`` and, with ``robust``, on their real re-encodings, in
+        stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (when working
+        smaller or saving a JPEG), then the photo as its file shows it (full size, through its JPEG) judged by the
+        fast path, its re-encodings by the fast path then in the model's own precision. ``exact=False`` stops after
+        the first stage: a search's guide (shrink), not a verdict."""
+        holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
+        proxy = factor > 1 or as_jpeg
+        if settings.robust and (proxy or not exact):
+            holds = holds_on_reencodings(ensemble, saved, goals, targeted=spec.targeted, judge="fast", factor=factor)
+        if not exact or not proxy and not settings.robust or not bool(holds.any()):
+            return holds
+        rows, kept = rows[holds], holds.nonzero().squeeze(1)
+        photos = as_saved(saved[kept], rows)
+        if proxy and len(kept):
+            with torch.no_grad():
+                holds[kept] = torch.stack([goal_reached(model(photos), goals[kept], targeted=spec.targeted,
+                                                        threshold=settings.threshold) for model in ensemble]).all(0)
+        if settings.robust and bool(holds.any()):
+            still = holds[kept]
+            holds[kept[still]] = holds_on_reencodings(ensemble, photos[still], goals[kept[still]],
+                                                      targeted=spec.targeted, judge="exact" if proxy else "both")
+        return holds
+
+    views = None
     if settings.robust:
         view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
-        platform = PlatformViews(min_quality=settings.robust_quality)
-        views = lambda saved: platform(saved, primary.input_size, view_generator)  # noqa: E731
-        confirm = functools.partial(holds_on_reencodings, ensemble, targeted=spec.targeted)
-    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink")
+        platform = PlatformViews(min_quality=settings.robust_quality, factor=factor)
+        points = None if factor == 1 else resolution.PointViews(originals, spread, factor, primary.input_size)
+
+        def views(saved: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+            seen = platform(saved, primary.input_size, view_generator)
+            return seen if points is None else seen + points(saved - work_originals[rows], rows)
+    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
                 if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
         raise ValueError(f"{', '.join(transfer)}: only for the iterative gradient methods; "
@@ -148,47 +211,106 @@ def protect(
             saved, primary.input_size, diverse_generator, settings.diversity, settings.diversity_scale)
     smoothing = None  # in pixels of the classifier's input, brought to the photo's scale
     if settings.smoothing is not None:
-        smoothing = settings.smoothing * images.shape[-2] / primary.input_size[0]
-    weights = None if settings.texture_mask is None else texture_weights(quantise(images), settings.texture_mask)
+        smoothing = settings.smoothing * work.shape[-2] / primary.input_size[0]
     bound = settings.max_perturbation if settings.texture_budget is None else settings.texture_budget * weights
+    clean_logits = None
+    if factor > 1:  # the goal is chosen on what the classifier sees of the photo itself, not of its working copy
+        with torch.no_grad():
+            clean_logits = torch.stack([model(originals) for model in ensemble])
+        clean = clean_logits.double().softmax(2)
+        chosen = choose_labels
+        choose_labels = lambda probabilities: chosen(clean)  # noqa: E731
     result = sign_step_loop(
-        images, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps,
+        work, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps,
         steps=settings.max_iter if fixed_steps is None else fixed_steps, iterative=fixed_steps is None,
-        noise=noise, threshold=settings.threshold, max_perturbation=bound, views=views, confirm=confirm,
+        noise=noise, threshold=settings.threshold, max_perturbation=bound, views=views,
+        confirm=confirm if settings.robust or factor > 1 or as_jpeg else None,
         step_weights=weights, grow_bound_every=settings.budget_growth,
         bucket=device.type == "cuda",  # GPU libraries plan per shape
         gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing, min_steps=settings.min_iter,
-        shrink_steps=settings.shrink,
+        on_step=None if progress is None else functools.partial(progress, "step"),
     )
+    protected, final_logits, success = result.images, result.final_logits, result.success
+    if settings.shrink and bool(success.any()):
+        if progress is not None:
+            progress("shrink", int(result.iterations.max()))
+        rows = success.nonzero().squeeze(1)
+        goals, loop_saved = result.labels[rows], protected[rows]
+        search = None if not settings.robust else (  # the cheap stage guides the search; the verdict comes after
+            lambda candidates, indices: confirm(candidates, goals[indices], rows[indices], exact=False))
+        shrunk, shrunk_logits = shrink_to_goal(
+            result.originals[rows], loop_saved, final_logits[:, rows], ensemble, goals, targeted=spec.targeted,
+            threshold=settings.threshold, confirm=search, steps=settings.shrink)
+        judged = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        for _ in range(3):  # the factor found, then twice halfway back to the loop's own change where refused
+            trying = (shrunk != loop_saved).flatten(1).any(1) & ~judged
+            if not bool(trying.any()):
+                break
+            accepted = torch.zeros_like(trying)
+            accepted[trying] = confirm(shrunk[trying], goals[trying], rows[trying]) if (
+                settings.robust or factor > 1 or as_jpeg) else True
+            judged |= accepted
+            refused = trying & ~accepted
+            shrunk[refused] = quantise((shrunk[refused] + loop_saved[refused]) / 2)
+            with torch.no_grad():
+                shrunk_logits[:, refused] = torch.stack([model(shrunk[refused]) for model in ensemble])
+            reached = torch.stack([goal_reached(logits, goals[refused], targeted=spec.targeted,
+                                                threshold=settings.threshold) for logits in shrunk_logits[:, refused]])
+            lost = refused.clone()
+            lost[refused] = ~reached.all(0)
+            shrunk[lost] = loop_saved[lost]  # the goal lost halfway back: the loop's own change stays
+        protected[rows[judged]], final_logits[:, rows[judged]] = shrunk[judged], shrunk_logits[:, judged]
+    if factor > 1 or as_jpeg:  # the records report what the files show, and the goal is judged there
+        everyone = torch.arange(len(images), device=device)
+        with torch.no_grad():
+            final_logits = torch.stack([model(as_saved(protected, everyone)) for model in ensemble])
+        protected = full_size(protected, everyone)
+        success = success & torch.stack([goal_reached(logits, result.labels, targeted=spec.targeted,
+                                                      threshold=settings.threshold) for logits in final_logits]).all(0)
     return Protection(
-        images=result.images, originals=result.originals, goals=result.labels,
-        toward=spec.targeted and spec.target_rule != "away", iterations=result.iterations, success=result.success,
-        clean_probabilities=result.clean_logits.double().softmax(2),
-        final_probabilities=result.final_logits.double().softmax(2),
+        images=protected, originals=originals, goals=result.labels,
+        toward=spec.targeted and spec.target_rule != "away", iterations=result.iterations, success=success,
+        clean_probabilities=(result.clean_logits if clean_logits is None else clean_logits).double().softmax(2),
+        final_probabilities=final_logits.double().softmax(2),
         fallback=fallback, method=spec.name, settings=settings, seed=seed, class_names=primary.labels,
         model_names=[model.name for model in ensemble])
 
 
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
-                         *, targeted: bool) -> torch.Tensor:
+                         *, targeted: bool, judge: str = "both", factor: int = 1) -> torch.Tensor:
     """(N,) whether the goal holds on the top-1 of every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG,
-    each resampler) for every model, in the model's own precision (a bf16 fast path decides the steps, not the
-    verdict). ``--robust`` stops an image only then. The checks go by quality, harshest first, each only on the
-    images that held so far (a candidate that fails JPEG 50 costs a third of the network's work)."""
+    each resampler) for every model. ``judge``: ``"exact"``, in the model's own precision (what a verdict on a saved
+    photo is judged by); ``"fast"``, by its fast path (bf16 where it pays: a guide, not a verdict); ``"both"``, the
+    fast path rules out the images that fail there and the others are judged exactly. The checks go in stages,
+    the one that fails most first, then quality by quality, harshest first, each stage only on the images that held
+    so far (a candidate that fails at once costs one re-encoding). ``factor`` k: ``saved`` is the photo shrunk k
+    times, the scales of the checks are the photo's (a check whose scale would enlarge it is made at its own
+    size)."""
     holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
-    qualities = dict.fromkeys(check.quality for check in ROBUST_CHECKS)  # in order, harshest first
+    all_checks = list(dict.fromkeys(Check(check.quality, min(1.0, check.scale * factor), check.resampler)
+                                    for check in ROBUST_CHECKS))
+    # The checks that fail most first (the harshest, on their own), then quality by quality
+    stages = [all_checks[:1]] + [[check for check in all_checks[1:] if check.quality == quality]
+                                 for quality in dict.fromkeys(check.quality for check in all_checks)]
+    caches: list[dict] = [{} for _ in range(len(saved))]  # the re-encoded photos, shared by stages and models
     for model in (classifier if isinstance(classifier, Sequence) else [classifier]):
-        for quality in qualities:
+        passes = {"fast": [model], "exact": [model.exact], "both": [model, model.exact]}[judge]
+        if model.autocast_dtype(saved.device) is None:  # no faster path: the fast one is the exact one
+            passes = passes[:1]
+        for checks in stages:
             rows = holds.nonzero().squeeze(1)
             if len(rows) == 0:
                 return holds
-            checks = [check for check in ROBUST_CHECKS if check.quality == quality]
-            views = torch.stack([platform_version(saved[row], check, model.input_size)
-                                 for row in rows for check in checks])  # the views of each image consecutive
-            with torch.no_grad():
-                reached = goal_reached(model.exact(views), labels[rows].repeat_interleave(len(checks), dim=0),
-                                       targeted=targeted, threshold=0.0)
-            holds[rows] = reached.view(len(rows), len(checks)).all(1)
+            views = torch.stack([platform_versions(saved[row], checks, model.input_size, caches[row])
+                                 for row in rows])
+            for network in passes:
+                with torch.no_grad():
+                    reached = goal_reached(network(views.flatten(0, 1)), labels[rows].repeat_interleave(
+                        len(checks), dim=0), targeted=targeted, threshold=0.0).view(len(rows), len(checks)).all(1)
+                holds[rows[~reached]] = False
+                rows, views = rows[reached], views[reached]
+                if len(rows) == 0:
+                    break
     return holds
 
 

@@ -24,9 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .settings import METHODS, STRENGTHS, ScenePrivError, Settings
+from .settings import DEFAULT_STRENGTH, METHODS, STRENGTHS, ScenePrivError, Settings
 
-DEFAULT_STRENGTH = "low"  # full-size photos: least visible (README, "Strength")
 BATCH_PIXELS = 16_000_000  # the most pixels protected in one batch
 T = TypeVar("T")
 SETTING_NAMES = ("eps", "max_iter", "threshold", "sigma", "iterations", "max_perturbation")
@@ -42,8 +41,8 @@ class Job:
     seed: int | None = None
     size: str = "full"  # "full": the photo's own size; "model": the classifier's input size (the paper's)
     batch_size: int = 8
-    format: str = "png"  # or "jpeg"
-    quality: int = 95  # JPEG quality
+    format: str = "auto"  # "auto": JPEG for a photo that came in a lossy format, else PNG; or "png", "jpeg"
+    quality: int | None = None  # JPEG quality; None: the photo's own (85-95), 90 for one that was not a JPEG
     keep_metadata: bool = False  # EXIF without location; a valid colour profile is always kept
     compare: Path | None = None  # also write the most changed crop, original | protected, under this folder
 
@@ -58,6 +57,16 @@ class FileResult:
     record: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def saved_quality(job: Job, photo: Any, output: str | os.PathLike) -> int | None:
+    """The JPEG quality ``photo`` is saved at (None: a PNG): ``job.quality``, or the photo's own quality within
+    85-95 (so the file is about as large as it was), 90 for a photo that was not a JPEG."""
+    if Path(output).suffix.lower() != ".jpg":
+        return None
+    if job.quality is not None:
+        return job.quality
+    return 90 if photo.jpeg_quality is None else min(95, max(85, photo.jpeg_quality))
 
 
 def resolve_settings(method: str = "p-fgsm", size: str = "full", strength: str | None = None,
@@ -87,23 +96,38 @@ def resize_policy(size: str) -> str:
     return "bilinear" if size == "model" else "bilinear-antialias"
 
 
-def output_pairs(sources: Sequence[tuple[Path, Path]], outdir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+# Lossy formats: a photo that came as one of these is saved as a JPEG with --format auto (the others as PNG).
+LOSSY_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".webp"}
+
+
+def output_suffix(source: str | os.PathLike, format: str = "auto") -> str:
+    """``.jpg`` or ``.png``: the format asked for, or with ``auto`` a JPEG for a photo that came in a lossy format
+    (a file people can upload, no larger than they had) and a PNG for a lossless one."""
+    if format not in ("auto", "png", "jpeg"):
+        raise ValueError(f"unknown format {format!r}; choose auto, png or jpeg")
+    lossy = format == "jpeg" or format == "auto" and Path(source).suffix.lower() in LOSSY_EXTENSIONS
+    return ".jpg" if lossy else ".png"
+
+
+def output_pairs(sources: Sequence[tuple[Path, Path]], outdir: Path, format: str = "auto") -> list[tuple[Path, Path]]:
     """(source, output) for each (source, name relative to its input) of :func:`scenepriv.images.find_images`:
-    OUTDIR/<relative name><suffix>, keeping the extension on a clash; a name still taken (the same name in two
-    input folders) gets a number: ``x.jpg-2.png``."""
-    stems = [relative.as_posix() for _, relative in sources]
+    OUTDIR/<relative name><suffix of :func:`output_suffix`>, keeping the source's extension where two would take
+    one name (``x.jpg.jpg``, ``x.jpeg.jpg``); a name still taken (the same name in two input folders) gets a
+    number: ``x.jpg-2.jpg``."""
+    names = [relative.as_posix() + output_suffix(source, format) for source, relative in sources]
     counts: dict[str, int] = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
+    for name in names:
+        counts[name.casefold()] = counts.get(name.casefold(), 0) + 1
     pairs, used = [], set()
-    for (source, relative), stem in zip(sources, stems, strict=True):
-        name = (relative.with_name(source.name) if counts[stem] > 1 else relative).as_posix()
-        candidate, number = name, 1
+    for (source, relative), name in zip(sources, names, strict=True):
+        suffix = output_suffix(source, format)
+        stem = (relative.with_name(source.name) if counts[name.casefold()] > 1 else relative).as_posix()
+        candidate, number = stem + suffix, 1
         while candidate.casefold() in used:  # casefold: also distinct on case-insensitive file systems
             number += 1
-            candidate = f"{name}-{number}"
+            candidate = f"{stem}-{number}{suffix}"
         used.add(candidate.casefold())
-        pairs.append((source, outdir / f"{candidate}{suffix}"))
+        pairs.append((source, outdir / candidate))
     return pairs
 
 
@@ -196,19 +220,21 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job, *,
-                  report: Report | None = None) -> Iterator[FileResult]:
+                  report: Report | None = None,
+                  progress: Callable[[list[Path], str, int], None] | None = None) -> Iterator[FileResult]:
     """Protect each (source, output) against ``models`` (one perturbation against all) and save it; yield one
     :class:`FileResult` per pair, in order, once its file is written (and its record appended to ``report``).
 
     Photos are decoded ahead in a background thread and written in another while the next batch is protected;
     consecutive photos of one size form a batch. A batch that runs out of memory is retried photo by photo.
     Closing the generator early (an interrupt) still writes and reports the files already being written.
+    ``progress(sources, stage, step)`` follows the work within a batch (see :func:`scenepriv.protect`).
     """
     import torch
 
     from . import metrics
     from .attack import to_uint8
-    from .images import ImageError, load_photo, most_changed_crop, prefetch, save_image, shown
+    from .images import ImageError, jpeg_pixels, load_photo, most_changed_crop, prefetch, save_image, shown
     from .methods import protect
     from .transforms import resize_to_input
 
@@ -225,13 +251,13 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                 if Path(output).resolve() in inputs:
                     raise ImageError(f"{shown(source)}: its output {shown(output)} would overwrite an input file; "
                                      "choose another output folder")
-                photo = load_photo(source)
+                photo = load_photo(source, torch.uint8)  # full-size photos wait in the queue: a quarter of floats
             except ImageError as error:
                 yield FileResult(source, output, error=str(error))
                 continue
             pixels = photo.pixels
             if job.size == "model":
-                pixels = resize_to_input(pixels[None], models[0].input_size, models[0].resize)[0]
+                pixels = resize_to_input(pixels[None].float() / 255, models[0].input_size, models[0].resize)[0]
             yield photo, output, pixels
 
     def pixel_size(item) -> tuple[int, int] | None:
@@ -240,8 +266,11 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     def protected(batch: list) -> list:
         """(photo, output, original, 8-bit result, record) per photo, or a FileResult where it does not fit."""
         try:
+            sources = [photo.path for photo, _, _ in batch]
             result = protect(torch.stack([pixels for _, _, pixels in batch]), models, job.method, seed=job.seed,
-                             settings=job.settings)
+                             settings=job.settings, saved_quality=[saved_quality(job, photo, output)
+                                                                   for photo, output, _ in batch],
+                             progress=None if progress is None else lambda stage, step: progress(sources, stage, step))
             return list(zip(batch, to_uint8(result.images), result.records, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
             if not is_out_of_memory(error):
@@ -254,13 +283,18 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                                                      "programs, or use --size model")]
 
     def write(photo, output: Path, original, pixels) -> tuple[list[str], float | None]:
-        """In the writer thread: save the photo (and its comparison crop); measure how visible the change is.
-        ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting thread."""
-        warnings = save_image(pixels, output, quality=job.quality, icc_profile=photo.icc_profile,
+        """In the writer thread: save the photo (and its comparison crop); measure how visible the change is on the
+        file as saved. ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting
+        thread."""
+        quality = saved_quality(job, photo, output)
+        warnings = save_image(pixels, output, quality=quality or 0, icc_profile=photo.icc_profile,
                               exif=photo.exif if job.keep_metadata else None)
-        original = to_uint8(original[None])[0]
+        original = original.permute(1, 2, 0).numpy() if original.dtype == torch.uint8 else to_uint8(original[None])[0]
+        if quality is not None:  # the file's own pixels: the perturbation and the JPEG's loss together
+            pixels = jpeg_pixels(pixels, quality)
         if job.compare is not None:
-            save_image(most_changed_crop(original, pixels), Path(job.compare) / Path(output).relative_to(outdir))
+            crop = Path(job.compare) / Path(output).relative_to(outdir).with_suffix(".png")
+            save_image(most_changed_crop(original, pixels), crop)
         return warnings, metrics.butteraugli(original, pixels)
 
     def result_of(future: Future, photo, output: Path, record: dict) -> FileResult:
@@ -270,7 +304,8 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
         except ImageError as error:
             return FileResult(photo.path, output, error=f"{shown(photo.path)}: {error}", warnings=warnings)
         record = {"file": str(photo.path), "output": str(output), "model": model_name, "run": run,
-                  "strength": job.strength, **record, "butteraugli": distance}
+                  "strength": job.strength, "jpeg_quality": saved_quality(job, photo, output), **record,
+                  "butteraugli": distance}
         report.write(record)
         return FileResult(photo.path, output, record=record,
                           warnings=warnings + [f"{shown(photo.path)}: {w}" for w in saved_warnings])

@@ -91,17 +91,20 @@ class Settings:
     # Once an image reaches its goal, scale its perturbation down by the smallest factor in (0, 1] that still
     # reaches it (and with robust still holds on the real re-encodings), found by this many halvings; None: off
     shrink: int | None = None
+    # Compute the change on the photo shrunk by a whole factor to about this many px on its long side, then carry
+    # it to full size (scenepriv.resolution); None: at full size
+    work_size: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
         optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "diversity",
-                    "momentum", "smoothing", "min_iter", "shrink")
+                    "momentum", "smoothing", "min_iter", "shrink", "work_size")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
                      "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing",
-                     "min_iter", "robust_quality", "shrink"):
+                     "min_iter", "robust_quality", "shrink", "work_size"):
             value = getattr(self, name)
             whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter", "robust_quality",
-                             "shrink")
+                             "shrink", "work_size")
             if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
                     raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
@@ -118,11 +121,29 @@ class Settings:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
         if not 1 <= self.robust_quality <= 100:
             raise ValueError(f"robust_quality is a JPEG quality in [1, 100], got {self.robust_quality!r}")
+        if self.work_size == 0:
+            raise ValueError("work_size is a number of pixels >= 1 (None: full size)")
         if self.diversity == 0 or self.diversity_scale == 0:
             raise ValueError("diversity takes at least 1 view with diversity_scale above 0 (None: no views)")
         if self.texture_budget is not None and self.max_perturbation is not None:
             raise ValueError("set one bound: texture_budget (per pixel, by the texture mask) or max_perturbation")
 
+
+# The strength used when none is named: it holds through a platform's re-encoding (README, "Strength").
+DEFAULT_STRENGTH = "medium"
+
+# What each strength is for and what it promises, in the words the command-line help, the web page and the README
+# share (measured: README, "Strength").
+STRENGTH_PROMISES: dict[str, str] = {
+    "medium": "the default: hardly visible; the protection holds on the file as saved and after a site's JPEG "
+              "re-encoding (quality 50-95) at full and half size",
+    "low": "least visible; holds on the file as saved, judged by the classifier protected against, not through a "
+           "site's re-encoding: for files shared as they are",
+    "high": "the surest, also through harsher JPEG (quality 25), and visible",
+    "paper": "the paper's P-FGSM settings, for comparisons",
+    "transfer": "more often fools classifiers other than those protected against (with --model a,b); visible, "
+                "slower",
+}
 
 # Named sets of settings for full-size photos, from measurements on real photos (README, "Strength"): how
 # visible the protection may be against how much re-encoding it survives. Options given beside one win.
@@ -133,8 +154,9 @@ STRENGTHS: dict[str, dict] = {
             "threshold": 0.5, "max_iter": 200},
     # the same idea with steps and budget twice as large, holding through platform re-encoding (resizing, JPEG
     # down to quality 50), the perturbation then scaled down as far as it still holds (5 halvings)
-    "medium": {"eps": 1 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
-               "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5},
+    "medium": {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
+               "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5,
+               "work_size": 2000},
     # uniform steps of one grey level, the paper's stopping rule (p >= 0.99), through re-encoding
     "high": {"eps": 1 / 255, "robust": True},
     # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations

@@ -49,11 +49,62 @@ def resize_to_input(x: torch.Tensor, size: tuple[int, int], policy: str) -> torc
     return x[..., top : top + height, left : left + width]
 
 
-def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Differentiable JPEG encoding and decoding (kornia), one quality per image."""
-    from kornia.enhance import jpeg_codec_differentiable
+# The IJG tables of the JPEG standard (Annex K) for quality 50, scaled for other qualities as libjpeg does.
+_LUMA_TABLE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+               14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+               49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_CHROMA_TABLE = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+                 47, 66, 99, 99, 99, 99, 99, 99, *[99] * 32)
+_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))  # JFIF
+_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
-    return jpeg_codec_differentiable(x, quality.to(x.device, x.dtype)).clamp(0, 1)
+
+def _dct_basis(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(64, 64): the orthonormal 8x8 DCT-II of a flattened block, as one matrix (the Kronecker product of 1-D ones)."""
+    k = torch.arange(8, device=device, dtype=torch.float64)
+    basis = torch.cos((2 * k[None] + 1) * k[:, None] * torch.pi / 16) * (2 / 8) ** 0.5
+    basis[0] /= 2**0.5
+    return torch.kron(basis, basis).to(dtype)
+
+
+def _quantisation_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 64) luminance and chrominance tables for each image's quality (libjpeg's scaling, baseline: 1-255)."""
+    quality = quality.clamp(1, 100)[:, None]
+    scale = torch.where(quality < 50, 5000 / quality, 200 - 2 * quality)
+    tables = [((quality.new_tensor(base) * scale + 50) / 100).floor().clamp(1, 255)
+              for base in (_LUMA_TABLE, _CHROMA_TABLE)]
+    return tables[0], tables[1]
+
+
+def _code_blocks(plane: torch.Tensor, table: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """A plane (N, H, W) of levels, H and W multiples of 8, through each 8x8 block's DCT, quantisation by ``table``
+    (N, 64) and back. Rounding is x_r + (x - x_r)^3 (Shin and Song, 2017): close to rounding, with a gradient."""
+    n, height, width = plane.shape
+    blocks = plane.view(n, height // 8, 8, width // 8, 8).transpose(2, 3).reshape(n, -1, 64)
+    table = table[:, None]
+    coefficients = (blocks - 128) @ basis.T / table
+    rounded = coefficients.round()
+    coefficients = (rounded + (coefficients - rounded) ** 3) * table
+    blocks = coefficients @ basis + 128
+    return blocks.view(n, height // 8, width // 8, 8, 8).transpose(2, 3).reshape(n, height, width)
+
+
+def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Differentiable JPEG encoding and decoding of a batch (N, 3, H, W) in [0, 1], one quality per image: what
+    libjpeg does at 4:2:0 (JFIF colours, 2x2 chroma averages, 8x8 DCT, the standard tables scaled by quality, the
+    edges replicated to whole blocks), the rounding smoothed so that gradients flow."""
+    n, _, height, width = x.shape
+    basis = _dct_basis(x.device, x.dtype)
+    levels = F.pad(x * 255, [0, -width % 16, 0, -height % 16], mode="replicate")
+    offset = x.new_tensor([0.0, 128.0, 128.0]).view(1, 3, 1, 1)
+    ycbcr = torch.einsum("ij,njhw->nihw", x.new_tensor(_TO_YCBCR), levels) + offset
+    luma_table, chroma_table = (t.to(x.dtype) for t in _quantisation_tables(quality.to(x.device, torch.float64)))
+    luma = _code_blocks(ycbcr[:, 0], luma_table, basis)[:, None]
+    chroma = F.avg_pool2d(ycbcr[:, 1:], 2)
+    chroma = torch.stack([_code_blocks(chroma[:, c], chroma_table, basis) for c in (0, 1)], 1)
+    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    rgb = torch.einsum("ij,njhw->nihw", x.new_tensor(_TO_RGB), torch.cat([luma, chroma], 1) - offset)
+    return (rgb[..., :height, :width] / 255).clamp(0, 1)
 
 
 def diverse_views(x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator, count: int,
@@ -82,6 +133,8 @@ class PlatformViews:
     when the photo is larger) with a random resampler, JPEG at a random quality in
     [min_quality, max_quality], then down to the classifier's input size with a random resampler.
     The first view of each call is the harshest: the smallest of those scales and the lowest quality.
+    ``factor`` k > 1: the batch is the photo shrunk k times (:mod:`scenepriv.resolution`); scales are of the photo
+    and a view is never larger than the batch (the JPEG of a larger view is approximated by the batch's own).
     """
 
     count: int = 2
@@ -89,21 +142,22 @@ class PlatformViews:
     max_quality: int = 95
     min_scale: float = 0.5
     long_sides: tuple[int, ...] = (1080, 2048)
+    factor: int = 1
 
     def __call__(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> list[torch.Tensor]:
         """The first view is the harshest kind (smallest scale, low quality); the others are random."""
         return [self.view(x, input_size, generator, harsh=i == 0) for i in range(self.count)]
 
-    def view(
-        self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator, harsh: bool = False
-    ) -> torch.Tensor:
+    def view(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator,
+             harsh: bool = False) -> torch.Tensor:
         def pick(options):
             return options[int(torch.randint(len(options), (1,), generator=generator))]
 
         height, width = x.shape[-2:]
-        fixed = [side / max(height, width) for side in self.long_sides if side < max(height, width)]
+        long_side = max(height, width) * self.factor
+        fixed = [side / long_side for side in self.long_sides if side < long_side]
         random_scale = self.min_scale + (1 - self.min_scale) * float(torch.rand(1, generator=generator))
-        scale = min([self.min_scale, *fixed]) if harsh else pick([random_scale, *fixed])
+        scale = min(1.0, self.factor * (min([self.min_scale, *fixed]) if harsh else pick([random_scale, *fixed])))
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         top_quality = self.min_quality if harsh else self.max_quality
         quality = torch.randint(self.min_quality, top_quality + 1, (len(x),), generator=generator)

@@ -66,7 +66,7 @@ def _quiet_stop(record: logging.LogRecord) -> bool:
 
 
 def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | None = None,
-        host: str = "127.0.0.1", port: int = 8765, strength: str = "low", max_upload_mb: float = 50,
+        host: str = "127.0.0.1", port: int = 8765, strength: str = "medium", max_upload_mb: float = 50,
         say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> int:
     """Serve the page until interrupted (Ctrl+C). A host that is not a loopback address is ``warn``-ed about:
     anyone who reaches it can use the page."""

@@ -37,7 +37,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from .. import pipeline, verify
 from ..attack import to_uint8
 from ..images import ImageError, image_extensions, load_photo, most_changed_box, save_image, shown
-from ..settings import RESAMPLERS, STRENGTHS
+from ..settings import RESAMPLERS, STRENGTH_PROMISES, STRENGTHS
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The photo formats the page takes (one Pillow cannot open here, such as HEIC without pillow-heif, is left out).
@@ -46,13 +46,6 @@ FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".heic": "HEIC", ".he
 # through the resampler of the model protected against (scenepriv verify offers every combination).
 CHECK_QUALITIES, CHECK_SCALES = [75, 50], [1.0, 0.5]
 CROP_SIZE = 384  # the slider's region (images.most_changed_box, as `scenepriv protect --compare` finds it)
-STRENGTH_HELP = {
-    "low": "least visible; holds on the file as shared, not always through a site's JPEG re-encoding",
-    "medium": "hardly visible; holds through a site's JPEG re-encoding (quality 50-95) and resizing (slower)",
-    "high": "the surest, also through harsher JPEG, and more visible",
-    "paper": "the paper's P-FGSM settings, for comparisons",
-    "transfer": "more often fools classifiers other than the one protected against; visible (slower)",
-}
 HEADERS = {  # the page may load and contact nothing but this server
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -75,6 +68,8 @@ class Entry:
     source: Path | None  # the saved upload; None when it was refused
     output: Path | None = None
     state: str = "waiting"  # waiting, protecting, checking, done, failed
+    step: int = 0  # while protecting: the steps taken
+    shrinking: bool = False  # while protecting: the change is being scaled down, the last stage
     message: str | None = None
     result: dict[str, Any] | None = None
     size: int | None = None  # bytes uploaded
@@ -213,7 +208,8 @@ class Service:
             files = []
             for entry in job.entries:
                 available = entry.state == "done" and not job.files_removed
-                files.append({"index": entry.index, "name": entry.name, "state": entry.state,
+                files.append({"index": entry.index, "name": entry.name, "state": entry.state, "step": entry.step,
+                              "shrinking": entry.shrinking,
                               "message": entry.message, "size": entry.size, "result": entry.result,
                               "output_name": entry.output.name if entry.output and entry.state == "done" else None,
                               "download": f"/api/jobs/{job.id}/files/{entry.index}" if available else None,
@@ -229,7 +225,7 @@ class Service:
                     else None, "expires_in": expires_in}
 
     def config(self) -> dict[str, Any]:
-        return {"strengths": [{"name": name, "help": STRENGTH_HELP.get(name, "")} for name in STRENGTHS],
+        return {"strengths": [{"name": name, "help": STRENGTH_PROMISES.get(name, "")} for name in STRENGTHS],
                 "strength": self.strength, "max_upload_mb": self.max_upload_mb, "max_photos": self.max_photos,
                 "formats": sorted(self.formats), "expiry_minutes": round(self.expiry_s / 60),
                 "models": [model.name for model in self.models or []], "other_models": list(self.other_models),
@@ -293,7 +289,14 @@ class Service:
         models = self._loaded_models()
         with self.lock:
             entries[0].state = "protecting"
-        results = pipeline.protect_files(pairs, models, work)
+        working = {entry.source: entry for entry in entries}
+
+        def progress(sources: list[Path], stage: str, step: int) -> None:
+            with self.lock:
+                for source in sources:
+                    working[source].step, working[source].shrinking = step, stage == "shrink"
+
+        results = pipeline.protect_files(pairs, models, work, progress=progress)
         for position, result in enumerate(results):
             entry = entries[position]
             with self.lock:

@@ -194,7 +194,10 @@ function showFile(file) {
     card.filled = true;
     fillResult(card, file);
   }
-  card.state.textContent = file.result ? verdictOf(file.result) : STATES[file.state] || file.state;
+  card.state.textContent = file.result ? verdictOf(file.result)
+    : file.state === "protecting" && file.shrinking ? "protecting… making the change smaller"
+    : file.state === "protecting" && file.step ? `protecting… step ${file.step}`
+    : STATES[file.state] || file.state;
   if (card.download) card.download.hidden = !file.download;
 }
 
