@@ -288,6 +288,56 @@ def test_unreadable_photo_is_reported_and_skipped(tmp_path, tiny_classifier):
     assert [r["image"] for r in read_jsonl(output / "results.jsonl")] == ["good.png"]
 
 
+def test_table1_says_mean_and_std_and_table2_warns_with_one_image_per_class(tmp_path, tiny_classifier, capsys):
+    singles = tmp_path / "singles"
+    evaluate.evaluate(evaluate.load_dataset(class_tree(tmp_path / "one", {"class_1": 1, "class_2": 1}),
+                                            tiny_classifier.labels), tiny_classifier,
+                      evaluate.select_rows("fgsm"), singles, seed=0)
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: irreversibility (Table 2) means nothing here: 2 of 2 true classes")
+    assert "sqrt(1 - 1/10) = 0.9487" in warning and warning.count("\n") == 1
+    header = (singles / "table1.md").read_text().splitlines()[0]
+    assert all(f"{name} mean (std)" in header for name in ("SSIM ↑", "PSNR ↑", "BRISQUE ↓", "butteraugli ↓"))
+    assert "means nothing here" in (singles / "table2.md").read_text()
+    assert "means nothing here" in (singles / "summary.md").read_text()
+
+    pairs = tmp_path / "pairs"
+    evaluate.evaluate(evaluate.load_dataset(class_tree(tmp_path / "two", {"class_1": 2, "class_2": 2}),
+                                            tiny_classifier.labels), tiny_classifier,
+                      evaluate.select_rows("fgsm"), pairs, seed=0)
+    assert "warning" not in capsys.readouterr().err
+    table2 = (pairs / "table2.md").read_text()
+    assert "Warning" not in table2 and "lies between 0.6325 (each class's images sent to different classes) and " \
+        "0.9487 (all sent to one class)" in table2  # sqrt(1/2 - 1/10) and sqrt(1 - 1/10)
+
+
+@pytest.mark.parametrize("sizes", [[1, 1, 1], [2, 1], [3, 5, 12], [7]])
+def test_irreversibility_range_is_reached_by_the_best_and_worst_assignments(sizes):
+    classes = 5
+    labels = [c for c, n in enumerate(sizes) for _ in range(n)]
+    spread = [k % classes for n in sizes for k in range(n)]  # each class's images to as many classes as can be
+    lumped = [0 for n in sizes for _ in range(n)]
+    low, high = evaluate.irreversibility_range(labels, classes)
+    assert low == pytest.approx(metrics.irreversibility(labels, spread, classes))
+    assert high == pytest.approx(metrics.irreversibility(labels, lumped, classes))
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # no assignment leaves the range
+        assert low - 1e-12 <= metrics.irreversibility(labels, rng.integers(0, classes, len(labels)), classes) <= \
+            high + 1e-12
+
+
+def test_progress_bar_names_the_row_at_work_and_counts_results(tmp_path, tiny_classifier, capsys):
+    dataset = evaluate.load_dataset(class_tree(tmp_path / "data", {"class_1": 2, "class_3": 1}),
+                                    tiny_classifier.labels)
+    evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm,p-fgsm"), tmp_path / "on", seed=0,
+                      progress=True)
+    bar = capsys.readouterr().err
+    assert "evaluate FG" in bar and "evaluate P-FG" in bar and "6/6" in bar and "result" in bar
+    evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm"), tmp_path / "off", seed=0,
+                      progress=False)
+    assert "evaluate" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -310,7 +360,7 @@ def test_cli_end_to_end_with_the_embedded_model(tmp_path, capsys):
     assert float(table["P-FG"]["T1"]) == 0.0 and float(table["N-FG"]["T1"]) == 0.0
     assert float(table["P-FG"]["PSNR"]) > 30 and float(table["FG"]["PSNR"]) == pytest.approx(42.1, abs=0.2)
     out = capsys.readouterr().out
-    assert "| P-FG |" in out and "summary.md" in out
+    assert "| P-FG |" in out and "summary.md" in out and "SSIM ↑ mean (std)" in out
     first = (output / "results.jsonl").read_text()
     assert main(args) == 0
     assert (output / "results.jsonl").read_text() == first

@@ -13,6 +13,8 @@ from .report import (
     TABLE1_COLUMNS,
     figure_histograms,
     figure_tradeoff,
+    irreversibility_range,
+    irreversibility_warning,
     paper_tables,
     table1,
     table2,
@@ -23,7 +25,7 @@ from .run import evaluate, read_results
 
 __all__ = [
     "ITERATIVE_ROWS", "METHOD_ROWS", "PAPER_MODEL", "PAPER_ROWS", "PLACES365_VAL", "TABLE1_COLUMNS", "Dataset",
-    "EvaluationError", "Item", "Row", "evaluate", "figure_histograms", "figure_tradeoff", "load_dataset",
-    "match_class", "paper_tables", "private_class_indices", "read_results", "select_rows", "table1", "table2",
-    "write_reports",
+    "EvaluationError", "Item", "Row", "evaluate", "figure_histograms", "figure_tradeoff", "irreversibility_range",
+    "irreversibility_warning", "load_dataset", "match_class", "paper_tables", "private_class_indices", "read_results",
+    "select_rows", "table1", "table2", "write_reports",
 ]

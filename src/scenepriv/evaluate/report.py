@@ -14,7 +14,7 @@ import numpy as np
 from .. import metrics
 from ..settings import Settings
 from ..zoo import Classifier
-from .datasets import Dataset
+from .datasets import PLACES365_VAL, Dataset
 from .rows import ITERATIVE_ROWS, PAPER_ROWS, Row
 
 PAPER_MODEL = "resnet50-places365"
@@ -73,6 +73,41 @@ def table2(records: list[dict[str, Any]], rows: list[Row], class_names: list[str
     return table
 
 
+def irreversibility_range(true_labels: list[int], num_classes: int) -> tuple[float, float]:
+    """The lowest and highest distance Table 2 can report for these true labels, whatever the method: each class's
+    images sent to as many different classes as possible, or all to one class (sqrt(1 - 1/D)). A class of one
+    image scores sqrt(1 - 1/D) either way, so with one image per class the distance says nothing."""
+    sizes = np.unique(np.asarray(true_labels, dtype=np.int64), return_counts=True)[1]
+    if not len(sizes):
+        return math.nan, math.nan
+    uniform, lows = 1 / num_classes, []
+    for n in sizes.tolist():
+        whole, rest = divmod(n, num_classes)  # rest classes get whole + 1 images, the others whole
+        lows.append(math.sqrt(rest * ((whole + 1) / n - uniform) ** 2
+                              + (num_classes - rest) * (whole / n - uniform) ** 2))
+    return float(np.mean(lows)), math.sqrt(1 - uniform)
+
+
+def _true_labels(records: list[dict[str, Any]]) -> list[int]:
+    """One true label per image (an image appears once per row)."""
+    return list({r["image"]: r["label"] for r in records}.values())
+
+
+def irreversibility_warning(records: list[dict[str, Any]], num_classes: int) -> str | None:
+    """Why Table 2 cannot rank the methods on these images (more than half the true classes have a single image),
+    or None when it can."""
+    labels = _true_labels(records)
+    sizes = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)[1]
+    single = int((sizes == 1).sum())
+    if not len(sizes) or 2 * single <= len(sizes):
+        return None
+    low, high = irreversibility_range(labels, num_classes)
+    extent = "nothing" if single == len(sizes) else "little"
+    return (f"irreversibility (Table 2) means {extent} here: {single} of {len(sizes)} true classes have a single "
+            f"image, which scores sqrt(1 - 1/{num_classes}) = {high:.4f} whatever the method, so every method lands "
+            f"between {low:.4f} and {high:.4f}; evaluate several images per class (class folders or {PLACES365_VAL})")
+
+
 def paper_tables() -> tuple[dict[str, dict[str, str]], dict[str, float]]:
     """The paper's Table 1 by row name and Table 2 by row name (ResNet-50, Places365 private test images)."""
     data = resources.files("scenepriv") / "data"
@@ -97,8 +132,9 @@ TABLE1_COLUMNS = [("T1", 2), ("T5", 2), ("SSIM", 3), ("PSNR", 2), ("BRISQUE", 2)
 
 
 def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str]] | None = None) -> str:
-    lines = ["| Method | T1 ↓ | T5 ↓ | SSIM ↑ | PSNR ↑ | BRISQUE ↓ | butteraugli ↓ | images | unchanged | iterations "
-             "| s/image |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Method | T1 ↓ | T5 ↓ | SSIM ↑ mean (std) | PSNR ↑ mean (std) | BRISQUE ↓ mean (std) "
+             "| butteraugli ↓ mean (std) | images | unchanged | iterations | s/image |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def with_std(entry: dict[str, Any], key: str, digits: int) -> str:
         mean, std = _cell(entry.get(key), digits), _cell(entry.get(f"{key}_std"), digits)
@@ -120,7 +156,10 @@ def _table1_markdown(table: list[dict[str, Any]], paper: dict[str, dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def _table2_markdown(table: list[dict[str, Any]], paper: dict[str, float] | None = None) -> str:
+def _table2_markdown(table: list[dict[str, Any]], paper: dict[str, float] | None = None,
+                     records: list[dict[str, Any]] | None = None, num_classes: int | None = None) -> str:
+    """Table 2; with the records and the number of classes, the range any method's distance can take on these
+    images and, where it cannot rank the methods, a warning."""
     header = ["Method", "distance to uniform ↓", *(["paper"] if paper else []),
               "largest share of one class to one class", "classes", "images"]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
@@ -130,6 +169,12 @@ def _table2_markdown(table: list[dict[str, Any]], paper: dict[str, float] | None
                  f"{entry['max_share']:.0f}% ({entry['from']} -> {entry['to']})", str(entry["classes"]),
                  str(entry["images"])]
         lines.append("| " + " | ".join(cells) + " |")
+    if records and num_classes:
+        low, high = irreversibility_range(_true_labels(records), num_classes)
+        warning = irreversibility_warning(records, num_classes)
+        lines += ["", f"**Warning**: {warning}." if warning else
+                  f"On these images any method's distance lies between {low:.4f} (each class's images sent to "
+                  f"different classes) and {high:.4f} (all sent to one class)."]
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +248,7 @@ def figure_tradeoff(table: list[dict[str, Any]], path: Path) -> None:
 # --------------------------------------------------------------------------------------------- summary
 
 
-def _summary(dataset: Dataset, classifier: Classifier, rows: list[Row], first: list[dict[str, Any]],
+def _summary(dataset: Dataset, classifier: Classifier, records: list[dict[str, Any]], first: list[dict[str, Any]],
              second: list[dict[str, Any]], seed: int | None) -> str:
     settings = Settings()
     classes = len({item.label for item in dataset.items}) if dataset.labelled else None
@@ -240,7 +285,8 @@ def _summary(dataset: Dataset, classifier: Classifier, rows: list[Row], first: l
               "Mean over true classes of the Euclidean distance between the distribution of the assigned class "
               "(final top-1) and the uniform distribution over all classes: the lower, the harder to recover the "
               "true class. With few images per class the distance cannot be small (at least about "
-              "sqrt(1/n) for n images per class).", "", _table2_markdown(second, paper2),
+              "sqrt(1/n) for n images per class); the line under the table gives its range on these images.", "",
+              _table2_markdown(second, paper2, records, classifier.num_classes),
               "BRISQUE comes from OpenCV's implementation with the LIVE model; the paper's came from MATLAB, so "
               "absolute values differ by a few points while rankings agree.", ""]
     return "\n".join(lines)
@@ -253,7 +299,8 @@ def write_reports(records: list[dict[str, Any]], dataset: Dataset, classifier: C
     _write_csv(output / "table1.csv", first)
     _write_csv(output / "table2.csv", second)
     (output / "table1.md").write_text(_table1_markdown(first), encoding="utf-8")
-    (output / "table2.md").write_text(_table2_markdown(second), encoding="utf-8")
+    (output / "table2.md").write_text(_table2_markdown(second, None, records, classifier.num_classes),
+                                      encoding="utf-8")
     figure_histograms(records, rows, classifier.num_classes, output / "fig3_target_histograms.png")
     figure_tradeoff(first, output / "tradeoff.png")
-    (output / "summary.md").write_text(_summary(dataset, classifier, rows, first, second, seed), encoding="utf-8")
+    (output / "summary.md").write_text(_summary(dataset, classifier, records, first, second, seed), encoding="utf-8")
