@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from scenepriv import MODELS, evaluate, metrics
 from scenepriv.cli import main
 from scenepriv.zoo import Classifier, places365
 
-OUTPUTS = ["table1.csv", "table1.md", "table2.csv", "table2.md", "results.jsonl", "fig3_target_histograms.png",
-           "tradeoff.png", "summary.md"]
+FIGURES = [f"{name}.{suffix}" for name in ("fig3_target_histograms", "tradeoff") for suffix in ("png", "pdf", "svg")]
+OUTPUTS = ["table1.csv", "table1.md", "table2.csv", "table2.md", "results.jsonl", *FIGURES, "summary.md"]
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (40, 48)) -> Path:
@@ -200,6 +201,7 @@ def test_paper_rows_on_class_folders_write_every_output(tmp_path, tiny_classifie
         100 * np.mean([r["assigned"] == r["label"] for r in p_records]), abs=1e-4)
     summary = (output / "summary.md").read_text()
     assert "not comparable" in summary and "MATLAB" in summary and "from the class folders" in summary
+    assert "Each as PNG, PDF, SVG" in summary
 
 
 def test_metrics_are_those_of_the_saved_8_bit_images(tmp_path, tiny_classifier):
@@ -286,6 +288,55 @@ def test_unreadable_photo_is_reported_and_skipped(tmp_path, tiny_classifier):
                                  evaluate.select_rows("fgsm"), output)
     assert len(failures) == 1 and "broken.png" in failures[0]
     assert [r["image"] for r in read_jsonl(output / "results.jsonl")] == ["good.png"]
+
+
+def test_figures_are_png_pdf_and_svg_and_fig3_names_the_most_assigned_classes(tmp_path):
+    records = [{"row": "P-FG", "image": f"{k}", "label": 0, "assigned": assigned}
+               for k, assigned in enumerate([7, 7, 7, 3, 3, 5])]
+    classes = [f"class number {i}" for i in range(10)]
+    path = tmp_path / "fig3.png"
+    evaluate.figure_histograms(records, evaluate.select_rows("p-fgsm"), classes, path)
+
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.width > 1000
+    assert (tmp_path / "fig3.pdf").read_bytes().startswith(b"%PDF")
+    svg = (tmp_path / "fig3.svg").read_text(encoding="utf-8")  # text kept as text: the names can be read
+    named = [name for name in classes if f">{name}<" in svg]
+    assert named == ["class number 3", "class number 5", "class number 7"]  # the three assigned, no other
+    assert svg.index(">class number 7<") < svg.index(">class number 3<") < svg.index(">class number 5<")  # by share
+    assert "uniform: 10%" in svg and "50.0%" in svg and "3 of 10 classes assigned" in svg
+
+
+def label_boxes(figure) -> tuple[list, list]:
+    """The display boxes of the point labels (their text, without a leader line) and the points of the trade-off
+    plot."""
+    from matplotlib.text import Text
+
+    [axis] = figure.axes
+    renderer = figure.canvas.get_renderer()
+    labels = [text for text in axis.texts if text.get_text() != "Orig. (no perturbation)"]
+    points = [axis.transData.transform(offset) for collection in axis.collections for offset in
+              collection.get_offsets()]
+    for text in labels:
+        text.update_positions(renderer)  # where the annotation's text goes, then its box without the line
+    return [(text.get_text(), Text.get_window_extent(text, renderer)) for text in labels], points
+
+
+def test_tradeoff_labels_overlap_neither_each_other_nor_the_points():
+    from matplotlib import pyplot
+
+    near = {"Orig.": (math.nan, 100), "SoG (1I)": (42.1, 99), "FG": (42.1, 10), "N-FG": (41.9, 11),
+            "R-FG (1I)": (42.0, 12), "R-FG": (33.7, 1), "L-FG": (34.1, 0), "P-FG": (34.4, 2), "FG (6I)": (27.4, 16),
+            "R-FG (3I)": (34.2, 0.5)}  # three and four rows within a label's size of each other
+    figure = evaluate.report.tradeoff_figure([{"row": row, "PSNR": psnr, "T5": top5}
+                                              for row, (psnr, top5) in near.items()])
+    labels, points = label_boxes(figure)
+    assert sorted(name for name, _ in labels) == sorted(set(near) - {"Orig."})
+    for k, (name, box) in enumerate(labels):
+        assert all(not box.overlaps(other) for _, other in labels[k + 1:]), name
+        assert all(not box.contains(x, y) for x, y in points), name
+        assert figure.axes[0].get_window_extent().contains(box.x0, box.y0), name
+    pyplot.close(figure)
 
 
 def test_table1_says_mean_and_std_and_table2_warns_with_one_image_per_class(tmp_path, tiny_classifier, capsys):
