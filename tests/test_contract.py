@@ -450,8 +450,8 @@ def test_the_default_strength_is_the_least_visible_and_still_changes_the_top1(tm
         before = antialiased(load_photo(EXAMPLE_PHOTOS / "leuvenA.jpg").pixels[None]).argmax()
         after = antialiased(load_photo(tmp_path / "out" / "leuvenA.png").pixels[None]).argmax()
     assert before != after
-    with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, 256 px each
-        assert crop.size == (2 * 256 + 8, 256)
+    with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, labelled: a 256 px
+        assert crop.size == (2 * 256 + 8, 24 + 256 + 20 + 192)  # crop at 100% over the whole 640x480 photo at 256 px
 
 
 def test_options_given_beside_a_strength_win(tmp_path, capsys):
