@@ -102,10 +102,11 @@ def irreversibility_warning(records: list[dict[str, Any]], num_classes: int) -> 
     if not len(sizes) or 2 * single <= len(sizes):
         return None
     low, high = irreversibility_range(labels, num_classes)
-    extent = "nothing" if single == len(sizes) else "little"
+    extent, lands = ("nothing", "") if single == len(sizes) else \
+        ("little", f", so every method lands between {low:.4f} and {high:.4f}")
     return (f"irreversibility (Table 2) means {extent} here: {single} of {len(sizes)} true classes have a single "
-            f"image, which scores sqrt(1 - 1/{num_classes}) = {high:.4f} whatever the method, so every method lands "
-            f"between {low:.4f} and {high:.4f}; evaluate several images per class (class folders or {PLACES365_VAL})")
+            f"image, which scores sqrt(1 - 1/{num_classes}) = {high:.4f} whatever the method{lands}; evaluate "
+            f"several images per class (class folders or {PLACES365_VAL})")
 
 
 def paper_tables() -> tuple[dict[str, dict[str, str]], dict[str, float]]:
