@@ -456,8 +456,8 @@ def test_the_default_strength_holds_through_a_sites_jpeg_in_a_jpeg_no_larger(tmp
     verdict = verify.judge(antialiased, load_photo(saved).pixels, load_photo(EXAMPLE_PHOTOS / "leuvenA.jpg").pixels,
                            checks)
     assert all(entry["holds"] for entry in verdict["checks"]), verdict
-    with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, 256 px each
-        assert crop.size == (2 * 256 + 8, 256)
+    with Image.open(tmp_path / "compare" / "leuvenA.png") as crop:  # original | protected, labelled: a 256 px
+        assert crop.size == (2 * 256 + 8, 24 + 256 + 20 + 192)  # crop at 100% over the whole 751x563 photo at 256 px
 
 
 def test_options_given_beside_a_strength_win(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from scenepriv import MODELS, evaluate, metrics
 from scenepriv.cli import main
 from scenepriv.zoo import Classifier, places365
 
-OUTPUTS = ["table1.csv", "table1.md", "table2.csv", "table2.md", "results.jsonl", "fig3_target_histograms.png",
-           "tradeoff.png", "summary.md"]
+FIGURES = [f"{name}.{suffix}" for name in ("fig3_target_histograms", "tradeoff") for suffix in ("png", "pdf", "svg")]
+OUTPUTS = ["table1.csv", "table1.md", "table2.csv", "table2.md", "results.jsonl", *FIGURES, "summary.md"]
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (40, 48)) -> Path:
@@ -200,6 +201,7 @@ def test_paper_rows_on_class_folders_write_every_output(tmp_path, tiny_classifie
         100 * np.mean([r["assigned"] == r["label"] for r in p_records]), abs=1e-4)
     summary = (output / "summary.md").read_text()
     assert "not comparable" in summary and "MATLAB" in summary and "from the class folders" in summary
+    assert "Each as PNG, PDF, SVG" in summary
 
 
 def test_metrics_are_those_of_the_saved_8_bit_images(tmp_path, tiny_classifier):
@@ -288,6 +290,118 @@ def test_unreadable_photo_is_reported_and_skipped(tmp_path, tiny_classifier):
     assert [r["image"] for r in read_jsonl(output / "results.jsonl")] == ["good.png"]
 
 
+def test_figures_are_png_pdf_and_svg_and_fig3_names_the_most_assigned_classes(tmp_path):
+    records = [{"row": "P-FG", "image": f"{k}", "label": 0, "assigned": assigned}
+               for k, assigned in enumerate([7, 7, 7, 3, 3, 5])]
+    classes = [f"class number {i}" for i in range(10)]
+    path = tmp_path / "fig3.png"
+    evaluate.figure_histograms(records, evaluate.select_rows("p-fgsm"), classes, path)
+
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.width > 1000
+    assert (tmp_path / "fig3.pdf").read_bytes().startswith(b"%PDF")
+    svg = (tmp_path / "fig3.svg").read_text(encoding="utf-8")  # text kept as text: the names can be read
+    named = [name for name in classes if f">{name}<" in svg]
+    assert named == ["class number 3", "class number 5", "class number 7"]  # the three assigned, no other
+    assert svg.index(">class number 7<") < svg.index(">class number 3<") < svg.index(">class number 5<")  # by share
+    assert "uniform: 10%" in svg and "50.0%" in svg and "3 of 10 classes assigned" in svg
+
+
+def label_boxes(figure) -> tuple[list, list]:
+    """The display boxes of the point labels (their text, without a leader line) and the points of the trade-off
+    plot."""
+    from matplotlib.text import Text
+
+    [axis] = figure.axes
+    renderer = figure.canvas.get_renderer()
+    labels = [text for text in axis.texts if text.get_text() != "Orig. (no perturbation)"]
+    points = [axis.transData.transform(offset) for collection in axis.collections for offset in
+              collection.get_offsets()]
+    for text in labels:
+        text.update_positions(renderer)  # where the annotation's text goes, then its box without the line
+    return [(text.get_text(), Text.get_window_extent(text, renderer)) for text in labels], points
+
+
+def test_tradeoff_labels_overlap_neither_each_other_nor_the_points():
+    from matplotlib import pyplot
+
+    near = {"Orig.": (math.nan, 100), "SoG (1I)": (42.1, 99), "FG": (42.1, 10), "N-FG": (41.9, 11),
+            "R-FG (1I)": (42.0, 12), "R-FG": (33.7, 1), "L-FG": (34.1, 0), "P-FG": (34.4, 2), "FG (6I)": (27.4, 16),
+            "R-FG (3I)": (34.2, 0.5)}  # three and four rows within a label's size of each other
+    figure = evaluate.report.tradeoff_figure([{"row": row, "PSNR": psnr, "T5": top5}
+                                              for row, (psnr, top5) in near.items()])
+    labels, points = label_boxes(figure)
+    assert sorted(name for name, _ in labels) == sorted(set(near) - {"Orig."})
+    for k, (name, box) in enumerate(labels):
+        assert all(not box.overlaps(other) for _, other in labels[k + 1:]), name
+        assert all(not box.contains(x, y) for x, y in points), name
+        assert figure.axes[0].get_window_extent().contains(box.x0, box.y0), name
+    pyplot.close(figure)
+
+
+def test_table1_says_mean_and_std_and_table2_warns_with_one_image_per_class(tmp_path, tiny_classifier, capsys):
+    singles = tmp_path / "singles"
+    evaluate.evaluate(evaluate.load_dataset(class_tree(tmp_path / "one", {"class_1": 1, "class_2": 1}),
+                                            tiny_classifier.labels), tiny_classifier,
+                      evaluate.select_rows("fgsm"), singles, seed=0)
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: irreversibility (Table 2) means nothing here: 2 of 2 true classes")
+    assert "sqrt(1 - 1/10) = 0.9487 whatever the method; evaluate several images per class" in warning
+    assert warning.count("\n") == 1
+    header = (singles / "table1.md").read_text().splitlines()[0]
+    assert all(f"{name} mean (std)" in header for name in ("SSIM ↑", "PSNR ↑", "BRISQUE ↓", "butteraugli ↓"))
+    assert "means nothing here" in (singles / "table2.md").read_text()
+    assert "means nothing here" in (singles / "summary.md").read_text()
+
+    pairs = tmp_path / "pairs"
+    evaluate.evaluate(evaluate.load_dataset(class_tree(tmp_path / "two", {"class_1": 2, "class_2": 2}),
+                                            tiny_classifier.labels), tiny_classifier,
+                      evaluate.select_rows("fgsm"), pairs, seed=0)
+    assert "warning" not in capsys.readouterr().err
+    table2 = (pairs / "table2.md").read_text()
+    assert "Warning" not in table2 and "lies between 0.6325 (each class's images sent to different classes) and " \
+        "0.9487 (all sent to one class)" in table2  # sqrt(1/2 - 1/10) and sqrt(1 - 1/10)
+
+
+def test_the_warning_counts_images_not_rows_and_gives_the_range_when_some_classes_have_several():
+    def records(labels: list[int]) -> list[dict]:
+        return [{"row": row, "image": f"{k}.png", "label": label, "assigned": 0}
+                for row in ("FG", "P-FG") for k, label in enumerate(labels)]
+
+    assert evaluate.irreversibility_warning(records([1, 1, 2, 2, 3]), 10) is None  # 1 of 3 classes single
+    warning = evaluate.irreversibility_warning(records([1, 1, 2, 3]), 10)  # 2 of 3: one image each
+    low, high = evaluate.irreversibility_range([1, 1, 2, 3], 10)
+    assert warning.startswith("irreversibility (Table 2) means little here: 2 of 3 true classes have a single image")
+    assert f"every method lands between {low:.4f} and {high:.4f}" in warning and low < high
+
+
+@pytest.mark.parametrize("sizes", [[1, 1, 1], [2, 1], [3, 5, 12], [7]])
+def test_irreversibility_range_is_reached_by_the_best_and_worst_assignments(sizes):
+    classes = 5
+    labels = [c for c, n in enumerate(sizes) for _ in range(n)]
+    spread = [k % classes for n in sizes for k in range(n)]  # each class's images to as many classes as can be
+    lumped = [0 for n in sizes for _ in range(n)]
+    low, high = evaluate.irreversibility_range(labels, classes)
+    assert low == pytest.approx(metrics.irreversibility(labels, spread, classes))
+    assert high == pytest.approx(metrics.irreversibility(labels, lumped, classes))
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # no assignment leaves the range
+        assert low - 1e-12 <= metrics.irreversibility(labels, rng.integers(0, classes, len(labels)), classes) <= \
+            high + 1e-12
+
+
+def test_progress_bar_names_the_row_at_work_and_counts_results(tmp_path, tiny_classifier, capsys):
+    dataset = evaluate.load_dataset(class_tree(tmp_path / "data", {"class_1": 2, "class_3": 1}),
+                                    tiny_classifier.labels)
+    evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm,p-fgsm"), tmp_path / "on", seed=0,
+                      progress=True)
+    bar = capsys.readouterr().err
+    assert "evaluate FG" in bar and "evaluate P-FG" in bar and "6/6" in bar and "result" in bar
+    evaluate.evaluate(dataset, tiny_classifier, evaluate.select_rows("fgsm"), tmp_path / "off", seed=0,
+                      progress=False)
+    assert "evaluate" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -310,7 +424,7 @@ def test_cli_end_to_end_with_the_embedded_model(tmp_path, capsys):
     assert float(table["P-FG"]["T1"]) == 0.0 and float(table["N-FG"]["T1"]) == 0.0
     assert float(table["P-FG"]["PSNR"]) > 30 and float(table["FG"]["PSNR"]) == pytest.approx(42.1, abs=0.2)
     out = capsys.readouterr().out
-    assert "| P-FG |" in out and "summary.md" in out
+    assert "| P-FG |" in out and "summary.md" in out and "SSIM ↑ mean (std)" in out
     first = (output / "results.jsonl").read_text()
     assert main(args) == 0
     assert (output / "results.jsonl").read_text() == first

@@ -653,18 +653,34 @@ def test_long_exif_is_kept_in_a_png(tmp_path):
         assert image.getexif()[ExifTags.Base.Make] == "Fuzzcam"
 
 
-def test_most_changed_crop_shows_where_the_change_is_largest_side_by_side():
-    from scenepriv.images import most_changed_crop
+def test_most_changed_crop_shows_where_the_change_is_largest_side_by_side_labelled_over_the_whole_photo():
+    from scenepriv.images import most_changed_box, most_changed_crop
 
     original = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
     protected = original.copy()
     protected[200:230, 40:70] ^= 8  # the largest change, near the bottom left
     protected[10:12, 400:402] ^= 1  # a small one elsewhere
-    crop = most_changed_crop(original, protected, size=64, gap=4)
+    compare = most_changed_crop(original, protected, size=64, gap=4)
+    rows, columns = most_changed_box(original, protected, 64)
 
-    assert crop.shape == (64, 2 * 64 + 4, 3)
-    left, right = crop[:, :64].astype(int), crop[:, 68:].astype(int)
-    assert (np.abs(right - left) > 0).sum() == 30 * 30 * 3  # the whole changed square is inside the window
-    assert (crop[:, 64:68] == 255).all()
-    small = most_changed_crop(original[:20, :30], protected[:20, :30], size=64)  # smaller than the window
-    assert small.shape == (20, 2 * 30 + 8, 3)
+    header, caption, overview = 24, 20, round(300 * 64 / 500)
+    assert compare.shape == (header + 64 + caption + overview, 2 * 64 + 4, 3)
+    left, right = compare[header:header + 64, :64], compare[header:header + 64, 68:]
+    assert (left == original[rows, columns]).all() and (right == protected[rows, columns]).all()  # at 100%
+    assert (left != right).sum() == 30 * 30 * 3  # the whole changed square is inside the window
+    assert (compare[header:header + 64, 64:68] == 255).all() and (compare[-overview:, 64:68] == 255).all()  # gap
+    labels = compare[:header].min(axis=2) < 128  # dark text on white: "original" and "protected"
+    assert labels[:, :64].sum() > 20 and labels[:, 68:].sum() > labels[:, :64].sum()  # "protected" is longer
+    assert (compare[header + 64:header + 64 + caption].min(axis=2) < 200).any()  # the caption between the rows
+    for half in (compare[-overview:, :64], compare[-overview:, 68:]):  # the whole photo, the window boxed in red
+        red = (half[..., 0] > 200) & (half[..., 1] < 40) & (half[..., 2] < 40)
+        ys, xs = np.nonzero(red)
+        scale = 64 / 500
+        assert abs(xs.min() - columns.start * scale) <= 1 and abs(xs.max() - (columns.stop * scale - 1)) <= 1
+        assert abs(ys.min() - rows.start * scale) <= 1 and abs(ys.max() - (rows.stop * scale - 1)) <= 1
+    downsized = np.asarray(Image.fromarray(original).resize((64, overview), Image.Resampling.LANCZOS))
+    assert np.abs(compare[-overview:, :64].astype(int) - downsized).mean() < 20  # mostly the photo, not the box
+
+    small = most_changed_crop(original[:20, :30], protected[:20, :30], size=64)  # the window is the whole photo
+    assert small.shape == (header + 20, 2 * 30 + 8, 3)  # no second view of the same pixels
+    assert (small[header:, :30] == original[:20, :30]).all() and (small[header:, 38:] == protected[:20, :30]).all()

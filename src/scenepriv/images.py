@@ -369,12 +369,57 @@ def most_changed_box(original: np.ndarray, protected: np.ndarray, size: int = 25
     return slice(int(top), int(top) + rows), slice(int(left), int(left) + columns)
 
 
+def _label_font(size: int):
+    """Pillow's own font at ``size`` pixels (FreeType), or its small bitmap font where Pillow lacks FreeType."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1, or built without FreeType
+        return ImageFont.load_default()
+
+
+def _centred_text(draw, centre: tuple[float, float], texts: list[str], font, fill: tuple[int, int, int],
+                  width: int) -> None:
+    """The first of ``texts`` that fits in ``width`` pixels (else the last), centred on ``centre``."""
+    for text in texts:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        if right - left <= width - 8:  # a margin on either side
+            break
+    draw.text((centre[0] - (left + right) / 2, centre[1] - (top + bottom) / 2), text, fill=fill, font=font)
+
+
 def most_changed_crop(original: np.ndarray, protected: np.ndarray, size: int = 256, gap: int = 8) -> np.ndarray:
-    """Original and protected side by side at 100%: the window of :func:`most_changed_box`, so a person can
-    judge the perturbation where it shows most. (H, W, 3) uint8."""
-    window = most_changed_box(original, protected, size)
-    crop = original[window]
-    rows, columns = crop.shape[:2]
-    canvas = np.full((rows, 2 * columns + gap, 3), 255, dtype=np.uint8)
-    canvas[:, :columns], canvas[:, columns + gap:] = crop, protected[window]
-    return canvas
+    """What ``protect --compare`` writes: original (left) and protected (right), labelled on the image. On top the
+    ``size`` x ``size`` window of :func:`most_changed_box` at 100%, where a person should judge the perturbation;
+    below it, when the photo is larger than that window, the whole photo downsized to the window's width with the
+    window outlined, so the crop has its context. (H, W, 3) uint8."""
+    from PIL import ImageDraw
+
+    rows, columns = most_changed_box(original, protected, size)
+    height, width = original.shape[:2]
+    crop_height, column = rows.stop - rows.start, columns.stop - columns.start
+    whole = crop_height < height or column < width
+    scale = column / width
+    overview = (column, max(1, round(height * scale)))
+    header, caption = 24, (20 if whole else 0)
+    canvas = Image.new("RGB", (2 * column + gap, header + crop_height + caption + (overview[1] if whole else 0)),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    title, small = _label_font(15), _label_font(12)
+    for side, (name, pixels) in enumerate((("original", original), ("protected", protected))):
+        left = side * (column + gap)
+        _centred_text(draw, (left + column / 2, header / 2), [name], title, (30, 30, 30), column)
+        canvas.paste(Image.fromarray(pixels[rows, columns]), (left, header))
+        if whole:
+            top = header + crop_height + caption
+            canvas.paste(Image.fromarray(pixels).resize(overview, Image.Resampling.LANCZOS), (left, top))
+            box = [left + columns.start * scale, top + rows.start * scale,
+                   left + columns.stop * scale - 1, top + rows.stop * scale - 1]
+            draw.rectangle(box, outline=(230, 0, 0), width=2)
+    if whole:
+        notes = [f"top: the most changed {column}x{crop_height} at 100%; bottom: the whole photo, the crop boxed",
+                 "top: most changed region, 100%; bottom: whole photo", "top: 100%; bottom: whole"]
+        _centred_text(draw, (canvas.width / 2, header + crop_height + caption / 2), notes, small, (90, 90, 90),
+                      canvas.width)
+    return np.asarray(canvas)

@@ -23,7 +23,7 @@ from ..images import ImageError, load_photo, save_image
 from ..methods import protect
 from ..zoo import Classifier, resize_to_input
 from .datasets import Dataset, Item
-from .report import write_reports
+from .report import irreversibility_warning, write_reports
 from .rows import EvaluationError, Row
 
 
@@ -97,12 +97,13 @@ def _finite(value: float) -> float | None:
 
 
 def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path, *, seed: int | None = None,
-        batch_size: int = 8, save_images: bool = False,
-        transfer_to: list[Classifier] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        batch_size: int = 8, save_images: bool = False, transfer_to: list[Classifier] | None = None,
+        progress: bool | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Evaluate every (image, row) pair not yet in ``output/results.jsonl``, appending one line per pair.
 
     ``transfer_to``: models the images are not protected against, whose top-5 on each image is recorded too
-    (``transfer``), so Table 1 can say how far the protection carries to them.
+    (``transfer``), so Table 1 can say how far the protection carries to them. ``progress``: a bar on stderr
+    naming the row at work and counting results (image x row); None: only when stderr is a terminal.
 
     Returns the records of this dataset and these rows (old and new) and the files that could not be read.
     """
@@ -120,14 +121,15 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
     names = classifier.labels
     total = sum(len(todo) for _, todo in pending)
     with open(results, "a", encoding="utf-8") as stream, \
-            tqdm(total=total, unit="image", desc="evaluate", file=sys.stderr, disable=None) as progress:
+            tqdm(total=total, unit="result", desc="evaluate", file=sys.stderr,
+                 disable=None if progress is None else not progress) as bar:
         if total and _ends_mid_line(results):
             stream.write("\n")  # after a line cut short by an interrupted run
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             items, images = _thumbnails([item for item, _ in batch], classifier, failures)
             todo = {item.id: rows_left for item, rows_left in batch}
-            progress.update(sum(len(rows_left) for item, rows_left in batch if item not in items))  # unreadable
+            bar.update(sum(len(rows_left) for item, rows_left in batch if item not in items))  # unreadable
             if not items:
                 continue
             if dataset.labelled:
@@ -138,6 +140,7 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                 selected = [i for i, item in enumerate(items) if row in todo[item.id]]
                 if not selected:
                     continue
+                bar.set_description(f"evaluate {row.name}")
                 protected, facts, seconds = _run_row(row, images[selected], labels[selected], classifier, seed)
                 originals = to_uint8(images[selected])
                 unseen = {model.name: _classify(protected, model).topk(5).indices.tolist()
@@ -160,16 +163,21 @@ def run(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path,
                     stream.write(json.dumps(record) + "\n")
                     stream.flush()
                     previous.append(record)
-                progress.update(len(selected))
+                bar.update(len(selected))
     wanted_images, wanted_rows = {item.id for item in dataset.items}, {row.name for row in rows}
     return [r for r in previous if r["image"] in wanted_images and r["row"] in wanted_rows], failures
 
 
 def evaluate(dataset: Dataset, classifier: Classifier, rows: list[Row], output: Path, *, seed: int | None = None,
-             batch_size: int = 8, save_images: bool = False, transfer_to: list[Classifier] | None = None) -> list[str]:
-    """Run (or resume) the evaluation and write the tables, figures and summary.md; returns unreadable files."""
+             batch_size: int = 8, save_images: bool = False, transfer_to: list[Classifier] | None = None,
+             progress: bool | None = None) -> list[str]:
+    """Run (or resume) the evaluation and write the tables, figures and summary.md; returns unreadable files.
+    A ``warning:`` line on stderr says when Table 2 cannot rank the methods (one image per class)."""
     records, failures = run(dataset, classifier, rows, output, seed=seed, batch_size=batch_size,
-                            save_images=save_images, transfer_to=transfer_to)
+                            save_images=save_images, transfer_to=transfer_to, progress=progress)
     write_reports(records, dataset, classifier, rows, output, seed=seed,
                   unseen=[model.name for model in transfer_to or []])
+    warning = irreversibility_warning(records, classifier.num_classes)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return failures
