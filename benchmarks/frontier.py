@@ -173,10 +173,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for axis, folder in zip(axes[0], folders, strict=True):
         for row in (r for r in rows if r["photos"] == folder and r["butteraugli_median"] is not None):
             axis.scatter(row["butteraugli_median"], 100 * row["changed_share"], marker=markers[row["setting"]],
-                         color=colours[row["surrogate"]], s=60)
-            axis.annotate(f"{row['surrogate']} {row['setting']} ({row['count']})", (row["butteraugli_median"],
-                                                                    100 * row["changed_share"]),
-                          fontsize=7, xytext=(4, 3), textcoords="offset points")
+                         color=colours[row["surrogate"]], s=60,
+                         label=f"{row['surrogate']} {row['setting']} ({row['count']} photos)")
+        axis.legend(fontsize=7, loc="lower right")
         judges = ", ".join(sorted({r["judge"] for r in rows if r["photos"] == folder}))
         axis.set(title=f"{folder} (judge: {judges})", xlabel="butteraugli, median over photos",
                  ylabel="judge top-1 changed (% of photos)", ylim=(-5, 105))
