@@ -5,7 +5,7 @@
     python benchmarks/surrogate_campaign.py --smoke --out /tmp/campaign      # the plan on the CPU, in minutes
 
 1. Trains each variant of ``VARIANTS`` from EfficientNet-Lite0 and from Lite1 (tools/train_surrogate.py, in
-   parallel), with the step counts that fit about an hour of this project's 2-core CPU each.
+   parallel), with step counts sized for the project's 2-core CPU (about an hour or less each).
 2. Measures (benchmarks/frontier.py, ``--workers`` at a time, in this order):
    the held-out photos at ``transfer`` against each variant's Lite0 + Lite1, judged by Lite2;
    the selection proxy on the tuning photos: each variant's Lite0 alone judged by the stock Lite1, and its
@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "tools" / "train_surrogate.py"
 FRONTIER = ROOT / "benchmarks" / "frontier.py"
 BASES = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1"}
-# name -> training options; steps chosen so that each run takes about an hour on the project's 2-core CPU
-# (docs/transfer-surrogates.md gives the seconds per step measured there).
+# name -> training options. The steps were sized for about an hour each on the project's 2-core CPU from a timing
+# taken under load; docs/transfer-surrogates.md has the seconds per step measured later (by those, lgv-long is
+# Lite0's hour, the others a third to two thirds of it).
 VARIANTS: dict[str, list[str]] = {
     "lgv": ["--method", "lgv", "--steps", "256", "--snapshots", "4", "--lr", "0.01"],
     "robust": ["--method", "robust", "--steps", "96", "--epsilon", "0.5", "--attack-steps", "2", "--lr", "0.002"],

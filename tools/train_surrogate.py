@@ -24,7 +24,8 @@ often each snapshot's top-1 agrees with the original network's (whole photos and
 Reproducible: ``--seed`` fixes the draws, the dropout and the adversarial starts; the same device and PyTorch
 repeat a run (GPU kernels may differ in the last bits). EfficientNet-Lite2 is never loaded: it is the judge.
 Output: a surrogate file (:mod:`scenepriv.zoo.snapshots`) and, with ``--log``, one JSON line per logged step and
-one for the run (seconds per step, agreement).
+one for the run (seconds per step, agreement). The recipes measured and their CPU time per step are in
+``benchmarks/surrogate_campaign.py`` (VARIANTS) and docs/transfer-surrogates.md.
 """
 
 from __future__ import annotations
@@ -243,8 +244,8 @@ def main() -> None:
                 for parameter, move in zip(parameters, moves, strict=True):
                     parameter.sub_(move)
         optimizer.step()
-        if not math.isfinite(float(loss)):
-            raise SystemExit(f"step {step}: the loss is {float(loss)}; lower --lr")
+        if not math.isfinite(loss_value := float(loss.detach())):
+            raise SystemExit(f"step {step}: the loss is {loss_value}; lower --lr")
         if device.type == "cuda":
             torch.cuda.synchronize()
         step_seconds.append(time.perf_counter() - tick)
@@ -253,7 +254,7 @@ def main() -> None:
                               for name, tensor in student.state_dict().items()})
         if log and (step % args.log_every == 0 or step == args.steps):
             log.write(json.dumps({"kind": "train-step", "base": args.base, "method": args.method, "step": step,
-                                  "loss": round(float(loss), 5), "seconds": round(time.perf_counter() - started, 2)})
+                                  "loss": round(loss_value, 5), "seconds": round(time.perf_counter() - started, 2)})
                       + "\n")
             log.flush()
     train_seconds = time.perf_counter() - started

@@ -2,7 +2,8 @@
 
 A surrogate file (``.npz``, read without pickle) holds one or more weight *snapshots* of one base network
 (``tools/train_surrogate.py`` writes it), each as the difference from the base's weights rounded to fp16,
-quantised to int8 with one scale per output channel, so a snapshot costs a quarter of its fp32 weights.
+rounded to 2 x LEVELS + 1 values per output channel of each weight tensor (vectors whole) and LZMA-compressed:
+a snapshot costs about 15% of its fp32 weights (2.8 MB for Lite0).
 """
 
 from __future__ import annotations
