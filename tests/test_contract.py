@@ -57,7 +57,26 @@ def test_verify_exits_1_when_a_check_fails(tmp_path, capsys):
     assert code == 1
     [line] = error_lines(err)
     assert "home.jpg" in line and "2 of 2 checks fail" in line
-    assert "--strength medium" in out
+    assert "protect their originals again" in out and "--strength high" in out  # not the strength it may have had
+
+
+def test_verify_checks_what_the_strength_promises_and_says_so(tmp_path, capsys):
+    """By default verify checks what the default strength promises (JPEG 50-95, half and full size, every
+    resampler); --strength low checks the file as saved through the classifier's own resize."""
+    from scenepriv.settings import PRESETS
+
+    copy_photos(tmp_path / "copy", "home.jpg")  # unprotected: every check fails, each is listed
+    code, out, _ = run_cli(capsys, "verify", tmp_path / "copy", "--original", EXAMPLE_PHOTOS, "--json")
+    (verdict,) = json.loads(out[out.index("["):])
+    medium = PRESETS["medium"]
+    assert code == 1 and len(verdict["checks"]) == (1 + len(medium.jpeg)) * len(medium.scales) * 4
+    assert {entry["check"].split("/")[0] for entry in verdict["checks"]} == {"saved", "jpeg50", "jpeg75", "jpeg95"}
+    code, out, _ = run_cli(capsys, "verify", tmp_path / "copy", "--original", EXAMPLE_PHOTOS, "--json",
+                           "--strength", "low")
+    (verdict,) = json.loads(out[out.index("["):])
+    assert [entry["check"] for entry in verdict["checks"]] == ["saved/x1/bilinear-antialias"]
+    code, out, _ = run_cli(capsys, "verify", tmp_path / "copy", "--original", EXAMPLE_PHOTOS)
+    assert "checking what medium promises" in out
 
 
 def test_verify_exits_0_when_every_check_holds(tmp_path, capsys):

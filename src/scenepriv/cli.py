@@ -31,9 +31,9 @@ from .settings import (
     DEFAULT_STRENGTH,
     METHODS,
     PRECISIONS,
+    PRESETS,
     RESAMPLERS,
     RESIZE_POLICIES,
-    STRENGTH_PROMISES,
     STRENGTHS,
     ScenePrivError,
 )
@@ -186,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos or folders of photos; - reads paths from stdin")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the protected photos")
     p.add_argument("--strength", choices=list(STRENGTHS),
-                   help="; ".join(f"{name}: {promise}" for name, promise in STRENGTH_PROMISES.items())
-                   + " (paper is the default with --size model and for methods other than p-fgsm)")
+                   help="; ".join(f"{name}: {preset.promise}" for name, preset in PRESETS.items()))
     p.add_argument("--robust", action="store_true",
                    help="also hold through platform re-encoding (JPEG down to quality 25, resizing) at any strength "
                         "(medium and high have it)")
@@ -239,12 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "resizing. Exit status 1 when any check fails (like sha256sum -c).")
     v.add_argument("files", nargs="+", metavar="FILE", help="protected photos or folders of them; - reads stdin")
     v.add_argument("--original", metavar="DIR", help="folder of the originals (same names, any extension)")
-    v.add_argument("--jpeg", type=_list_of(JPEG_QUALITY), default=[25, 50, 75, 95],
-                   help="JPEG qualities 1-100 to re-encode with (default 25,50,75,95)")
-    v.add_argument("--scale", type=_list_of(SCALE), default=[0.5, 1.0],
-                   help="scales to resize by before JPEG, in (0, 8] (default 0.5,1)")
-    v.add_argument("--resamplers", type=_resamplers, default=list(RESAMPLERS),
-                   help=f"all, or some of {','.join(RESAMPLERS)} (default all)")
+    v.add_argument("--strength", choices=list(PRESETS), default=DEFAULT_STRENGTH,
+                   help=f"check what this strength promises (default {DEFAULT_STRENGTH}: as saved and after JPEG "
+                        "50, 75 and 95 at scales 0.5 and 1, every resampler; low, paper, transfer: as saved, through "
+                        "the classifier's own resize); the three options below choose other checks")
+    v.add_argument("--jpeg", type=_list_of(JPEG_QUALITY), help="JPEG qualities 1-100 to re-encode with")
+    v.add_argument("--scale", type=_list_of(SCALE), help="scales to resize by before JPEG, in (0, 8]")
+    v.add_argument("--resamplers", type=_resamplers, help=f"all, or some of {','.join(RESAMPLERS)}")
     v.add_argument("--recursive", action="store_true", help="also take files in sub-folders")
     v.add_argument("--models", type=MODEL_NAMES, default=[], metavar="NAME[,NAME...]",
                    help="also judge on these models, e.g. ones the photos were not protected against")

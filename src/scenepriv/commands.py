@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .settings import PRESETS, RESAMPLERS
 from .zoo import DEFAULT_MODEL, MODELS, places365
 
 INTERRUPTED = 130
@@ -392,8 +393,17 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     sources = _find(args, args.files, console, failures)
     if not sources:
         raise SystemExit("error: no protected photos found in the inputs")
-    all_checks = verify.checks(args.jpeg, args.scale, args.resamplers)
     judges = [_classifier(args), *(_classifier(args, name) for name in args.models if name != args.model)]
+    preset = PRESETS[args.strength]
+    own = judges[0].resize if judges[0].resize in RESAMPLERS else "bilinear-antialias"
+    args.jpeg = list(preset.jpeg) if args.jpeg is None else args.jpeg
+    args.scale = list(preset.scales) if args.scale is None else args.scale
+    args.resamplers = args.resamplers or (list(RESAMPLERS) if preset.all_resamplers else [own])
+    all_checks = verify.checks(args.jpeg, args.scale, args.resamplers)
+    console.info(f"checking what {args.strength} promises: the file as saved"
+                 + (f" and after JPEG {', '.join(map(str, args.jpeg))}" if args.jpeg else "")
+                 + f" at scale {', '.join(f'{s:g}' for s in args.scale)}, through {', '.join(args.resamplers)}"
+                 + " (--strength, --jpeg, --scale, --resamplers check others)")
     results = []
     with console.bar(len(sources), "photo") as progress:
         for _, verdicts, error in verify.verify_files(sources, judges, all_checks,
@@ -426,8 +436,8 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
                       + (f" on {result['model']}" if len(judges) > 1 else "") + f" ({', '.join(broken)})")
     if broken_files:
         console.info(f"\n{len(broken_files)} of {len(results)} checked files do not hold under every check: protect "
-                     "their originals again with --strength medium or high (against other models, add them "
-                     "to --model), or share them at a higher quality")
+                     "their originals again (each run draws another target), with --strength high for harsher "
+                     "re-encoding or against the other models with --model a,b; or share them at a higher quality")
     return 1 if failures or broken_files else 0
 
 

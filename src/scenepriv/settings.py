@@ -132,40 +132,57 @@ class Settings:
 # The strength used when none is named: it holds through a platform's re-encoding (README, "Strength").
 DEFAULT_STRENGTH = "medium"
 
-# What each strength is for and what it promises, in the words the command-line help, the web page and the README
-# share (measured: README, "Strength").
-STRENGTH_PROMISES: dict[str, str] = {
-    "medium": "the default: hardly visible; the protection holds on the file as saved and after a site's JPEG "
-              "re-encoding (quality 50-95) at full and half size",
-    "low": "least visible; holds on the file as saved, judged by the classifier protected against, not through a "
-           "site's re-encoding: for files shared as they are",
-    "high": "the surest, also through harsher JPEG (quality 25), and visible",
-    "paper": "the paper's P-FGSM settings, for comparisons",
-    "transfer": "more often fools classifiers other than those protected against (with --model a,b); visible, "
-                "slower",
-}
+
+@dataclass(frozen=True)
+class Strength:
+    """A named preset: its settings, what it is for in words (the help, the web page and the README show them), and
+    the re-encodings it is confirmed to hold through (what ``scenepriv verify`` checks by default for it): every
+    combination of ``jpeg`` qualities (and the file as saved) and ``scales``, through every resampler when
+    ``all_resamplers``, else through the resize of the classifier protected against."""
+
+    settings: dict
+    promise: str
+    jpeg: tuple[int, ...] = ()
+    scales: tuple[float, ...] = (1.0,)
+    all_resamplers: bool = False
+
 
 # Named sets of settings for full-size photos, from measurements on real photos (README, "Strength"): how
 # visible the protection may be against how much re-encoding it survives. Options given beside one win.
-STRENGTHS: dict[str, dict] = {
+PRESETS: dict[str, Strength] = {
     # least visible: each step 0.5/255 weighted by local texture, each pixel within 1/255 x its weight, that
     # bound widening by 1/255 every 20 iterations while an image needs more; stops once the target leads at 0.5
-    "low": {"eps": 0.5 / 255, "texture_mask": 0.02, "texture_budget": 1 / 255, "budget_growth": 20,
-            "threshold": 0.5, "max_iter": 200},
-    # the same idea with steps and budget twice as large, holding through platform re-encoding (resizing, JPEG
-    # down to quality 50), the perturbation then scaled down as far as it still holds (5 halvings)
-    "medium": {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10,
-               "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5,
-               "work_size": 2000},
-    # uniform steps of one grey level, the paper's stopping rule (p >= 0.99), through re-encoding
-    "high": {"eps": 1 / 255, "robust": True},
+    "low": Strength(
+        {"eps": 0.5 / 255, "texture_mask": 0.02, "texture_budget": 1 / 255, "budget_growth": 20, "threshold": 0.5,
+         "max_iter": 200},
+        "least visible; holds on the file as saved, for the classifier protected against (with its own resize), not "
+        "through a site's re-encoding: for files shared as they are"),
+    # steps of 2/255 weighted by texture within 2/255 x the weight, that bound widening every 10 iterations,
+    # through two random platform re-encodings per step (resizing, JPEG 50-95), stopping only once real JPEG 50, 75
+    # and 95 re-encodings at full and half size hold; then scaled down as far as that still holds (5 halvings);
+    # photos of 2000 px or more worked on at half size (scenepriv.resolution)
+    "medium": Strength(
+        {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "threshold": 0.5,
+         "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5, "work_size": 2000},
+        "the default: hardly visible; holds on the file as saved and after a site's JPEG re-encoding (quality "
+        "50-95) at full and half size, whatever the resize",
+        jpeg=(50, 75, 95), scales=(0.5, 1.0), all_resamplers=True),
+    # uniform steps of one grey level, the paper's stopping rule (p >= 0.99), through re-encodings down to JPEG 25
+    "high": Strength(
+        {"eps": 1 / 255, "robust": True, "work_size": 2000},
+        "the surest: as medium, more often also through harsher JPEG (quality 25), and visible",
+        jpeg=(50, 75, 95), scales=(0.5, 1.0), all_resamplers=True),
     # the paper's P-FGSM as published (Sec. 3.1): uniform steps of 0.007, p >= 0.99, up to 50 iterations
-    "paper": {},
+    "paper": Strength({}, "the paper's P-FGSM settings, for comparisons (the default with --size model and for "
+                          "methods other than p-fgsm)"),
     # for classifiers not protected against (with --model a,b): 200 steps of 1/255 x w (a mask that leaves flat
     # regions some of the step) within 6/255 x w, whether or not the target already leads, gradients that also see
     # two randomly shrunk and shifted views of the photo (input diversity); a photo whose target does not lead with
     # p >= 0.5 by then goes on, its bound doubled, up to 400. Of the settings tried on real photos, the one that
-    # changed the held-out judge most often at the least visibility (README, "Several models")
-    "transfer": {"eps": 1 / 255, "texture_mask": 0.005, "texture_budget": 6 / 255, "budget_growth": 200,
-                 "min_iter": 200, "max_iter": 400, "threshold": 0.5, "diversity": 2},
+    # changed the held-out judge most often at the least visibility (docs, "Transfer")
+    "transfer": Strength(
+        {"eps": 1 / 255, "texture_mask": 0.005, "texture_budget": 6 / 255, "budget_growth": 200, "min_iter": 200,
+         "max_iter": 400, "threshold": 0.5, "diversity": 2, "work_size": 2000},
+        "more often fools classifiers other than those protected against (with --model a,b); visible, slower"),
 }
+STRENGTHS: dict[str, dict] = {name: preset.settings for name, preset in PRESETS.items()}  # the settings alone

@@ -37,7 +37,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from .. import pipeline, verify
 from ..attack import to_uint8
 from ..images import ImageError, image_extensions, load_photo, most_changed_box, save_image, shown
-from ..settings import RESAMPLERS, STRENGTH_PROMISES, STRENGTHS
+from ..settings import PRESETS, RESAMPLERS, STRENGTHS
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The photo formats the page takes (one Pillow cannot open here, such as HEIC without pillow-heif, is left out).
@@ -225,7 +225,7 @@ class Service:
                     else None, "expires_in": expires_in}
 
     def config(self) -> dict[str, Any]:
-        return {"strengths": [{"name": name, "help": STRENGTH_PROMISES.get(name, "")} for name in STRENGTHS],
+        return {"strengths": [{"name": name, "help": PRESETS[name].promise} for name in STRENGTHS],
                 "strength": self.strength, "max_upload_mb": self.max_upload_mb, "max_photos": self.max_photos,
                 "formats": sorted(self.formats), "expiry_minutes": round(self.expiry_s / 60),
                 "models": [model.name for model in self.models or []], "other_models": list(self.other_models),
