@@ -274,7 +274,7 @@ def test_away_from_an_ensemble_avoids_what_any_model_finds_likely(random_images)
 
 def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_classifier):
     """In float64 (the tiny classifier), padding the batch with finished images changes nothing but its shapes."""
-    from scenepriv.attack import sign_step_loop
+    from scenepriv.attack import Goal, sign_step_loop
 
     images = torch.rand(13, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     labels = lambda probabilities: probabilities[0].topk(3).indices[:, 2]  # noqa: E731  a reachable target
@@ -285,8 +285,8 @@ def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_c
     runs = {}
     for bucket in (False, True):
         shapes.clear()
-        runs[bucket] = sign_step_loop(images, counted, labels, targeted=True, eps=0.01, steps=30,
-                                      threshold=0.9, bucket=bucket)
+        runs[bucket] = sign_step_loop(images, counted, Goal(labels, True, threshold=0.9), eps=0.01, max_iter=30,
+                                      bucket=bucket)
         runs[bucket, "shapes"] = set(shapes)
     plain, bucketed = runs[False], runs[True]
     assert torch.equal(plain.images, bucketed.images) and torch.equal(plain.iterations, bucketed.iterations)

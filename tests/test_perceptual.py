@@ -9,7 +9,7 @@ import torch
 
 import scenepriv
 from conftest import make_tiny_classifier
-from scenepriv.attack import goal_reached, quantise, shrink_to_goal, sign_step_loop
+from scenepriv.attack import Goal, goal_reached, quantise, shrink_to_goal, sign_step_loop
 from scenepriv.perceptual import texture_weights
 from scenepriv.settings import METHODS, Settings
 
@@ -103,8 +103,8 @@ def test_shrink_keeps_the_goal_with_a_smaller_change_pixel_by_pixel(tiny_classif
 def test_shrink_asks_the_confirmation_too(tiny_classifier, random_images):
     """With a confirmation (robust: the real re-encodings), every factor kept passed it: here a confirmation that
     accepts only changes of at least 95% of the loop's own (by their sum) stops the shrinking there."""
-    full = sign_step_loop(random_images, tiny_classifier, lambda p: p[0].argmin(1), targeted=True, eps=8 / 255,
-                          steps=30, threshold=0.3)
+    full = sign_step_loop(random_images, tiny_classifier, Goal(lambda p: p[0].argmin(1), True, threshold=0.3),
+                          eps=8 / 255, max_iter=30)
     kept = full.success
     assert bool(kept.any())
     originals, saved, goals = full.originals[kept], full.images[kept], full.labels[kept]

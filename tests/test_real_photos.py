@@ -11,7 +11,7 @@ from PIL import Image
 import scenepriv
 from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv import methods, transforms, verify
-from scenepriv.attack import sign_step_loop
+from scenepriv.attack import Goal, Views, sign_step_loop
 from scenepriv.cli import main
 
 
@@ -99,10 +99,9 @@ def test_views_join_the_goal_an_image_stops_only_when_they_agree(tiny_classifier
     """A view that shows the classifier a constant grey image can never reach a target: nothing stops early."""
     grey = lambda saved, rows: [torch.full_like(saved, 0.5)]  # noqa: E731
     labels = lambda probabilities: probabilities[0].topk(2).indices[:, 1]  # noqa: E731  the runner-up: reachable
-    plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           threshold=0.5)
-    viewed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                            threshold=0.5, views=grey)
+    plain = sign_step_loop(random_images, tiny_classifier, Goal(labels, True, threshold=0.5), eps=0.01, max_iter=10)
+    viewed = sign_step_loop(random_images, tiny_classifier, Goal(labels, True, threshold=0.5), eps=0.01, max_iter=10,
+                            views=Views(judged=grey))
     grey_top1 = int(tiny_classifier(torch.full((1, 3, 32, 32), 0.5)).argmax())
     for i in range(len(random_images)):
         if int(viewed.labels[i]) != grey_top1:
@@ -119,13 +118,12 @@ def test_confirm_has_the_last_word_on_stopping(tiny_classifier, random_images):
         calls.append(len(saved))
         return torch.full((len(saved),), len(calls) > 2)
 
-    plain = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           threshold=0.5)
-    confirmed = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                               threshold=0.5, confirm=reject_twice)
+    plain = sign_step_loop(random_images, tiny_classifier, Goal(labels, True, threshold=0.5), eps=0.01, max_iter=10)
+    confirmed = sign_step_loop(random_images, tiny_classifier, Goal(labels, True, threshold=0.5, confirm=reject_twice),
+                               eps=0.01, max_iter=10)
     refuse = lambda saved, targets, rows: torch.zeros(len(saved), dtype=torch.bool)  # noqa: E731
-    never = sign_step_loop(random_images, tiny_classifier, labels, targeted=True, eps=0.01, steps=10,
-                           threshold=0.5, confirm=refuse)
+    never = sign_step_loop(random_images, tiny_classifier, Goal(labels, True, threshold=0.5, confirm=refuse),
+                           eps=0.01, max_iter=10)
     assert plain.success.any() and len(calls) >= 3
     assert (confirmed.iterations >= plain.iterations).all() and (confirmed.iterations > plain.iterations).any()
     assert not never.success.any() and (never.iterations == 10).all()

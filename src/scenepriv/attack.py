@@ -86,20 +86,107 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="sum")
 
 
-def _transfer_direction(gradient: torch.Tensor, index: torch.Tensor, going: torch.Tensor,
-                        velocity: torch.Tensor | None, momentum: float | None, smoothing: float | None) -> torch.Tensor:
-    """The sign of the smoothed (TI) gradient, or with ``momentum`` of the accumulated normalised gradients
-    (MI), whose state ``velocity`` is updated for the images ``index[going]`` (those that step)."""
-    if smoothing is not None:
-        gradient = gaussian_smoothing(gradient, smoothing)
-    if momentum is None:
-        return gradient.sign_()
-    rows = index[going]
-    normalised = gradient[going] / gradient[going].abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
-    velocity[rows] = momentum * velocity[rows] + normalised
-    direction = torch.zeros_like(gradient)
-    direction[going] = velocity[rows].sign()
-    return direction
+@dataclass(frozen=True)
+class Goal:
+    """What each image is pushed to and when it may stop: ``choose`` maps the clean probabilities (M, N, D) of the M
+    models to the labels (N,) the loss uses (the true class for untargeted methods, the target for targeted ones),
+    or a mask (N, D) of classes to move away from; the goal is reached when :func:`goal_reached` holds on every
+    model at ``threshold``, on every judged view at ``view_threshold`` (a margin against unseen re-encodings), after
+    at least ``min_iter`` steps, and ``confirm(saved, labels, rows)`` (rows: indices in the batch) accepts it."""
+
+    choose: Callable[[torch.Tensor], torch.Tensor]
+    targeted: bool
+    threshold: float = 0.99
+    view_threshold: float = 0.5
+    min_iter: int | None = None
+    confirm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def reached(self, logits: torch.Tensor, views: list[torch.Tensor], labels: torch.Tensor,
+                iterations: torch.Tensor | None) -> torch.Tensor:
+        """(n,): the goal on the models' logits (M, n, D) and on each view's, once ``iterations`` (None: the last
+        step, no minimum) reach ``min_iter``."""
+        reached = torch.stack([goal_reached(out, labels, targeted=self.targeted, threshold=self.threshold)
+                               for out in logits]).all(0)
+        for view in views:
+            reached &= goal_reached(view.detach(), labels, targeted=self.targeted, threshold=self.view_threshold)
+        if self.min_iter is not None and iterations is not None:  # not yet done: no need to confirm it either
+            reached &= iterations >= self.min_iter
+        return reached
+
+
+class Direction:
+    """Where each step moves each pixel (times eps): the sign of the gradient (the paper's steps), of the gradient
+    smoothed by a Gaussian of ``smoothing`` pixels (TI) or of the accumulated normalised gradients (``momentum``
+    mu, MI-FGSM, per image), or a fixed ``noise`` pattern's sign; each pixel's step scaled by ``weights``
+    (N, 1 or 3, H, W; a perceptual mask). It keeps per-image state (momentum): one per run."""
+
+    def __init__(self, weights: torch.Tensor | None = None, momentum: float | None = None,
+                 smoothing: float | None = None, noise: torch.Tensor | None = None) -> None:
+        self.weights, self.momentum, self.smoothing, self.noise = weights, momentum, smoothing, noise
+        self.fixed: torch.Tensor | None = None  # a direction repeated every step (noise, or a fixed-step method's)
+        self.velocity: torch.Tensor | None = None
+
+    def start(self, x: torch.Tensor) -> None:
+        if self.noise is not None:
+            self.fixed = self.noise.to(x.device, x.dtype).sign()
+        if self.weights is not None:
+            self.weights = self.weights.to(x.device, x.dtype)
+        if self.momentum is not None:
+            self.velocity = torch.zeros_like(x)
+
+    def of_gradient(self, gradient: torch.Tensor, index: torch.Tensor, stepping: torch.Tensor) -> torch.Tensor:
+        """The direction for the gradient of the images ``index`` (the state of those ``stepping`` is updated)."""
+        if self.smoothing is None and self.momentum is None:
+            return gradient.sign_()
+        if self.smoothing is not None:
+            gradient = gaussian_smoothing(gradient, self.smoothing)
+        if self.momentum is None:
+            return gradient.sign_()
+        rows = index[stepping]
+        normalised = gradient[stepping] / gradient[stepping].abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
+        self.velocity[rows] = self.momentum * self.velocity[rows] + normalised
+        direction = torch.zeros_like(gradient)
+        direction[stepping] = self.velocity[rows].sign()
+        return direction
+
+    def step(self, computed: torch.Tensor | None, index: torch.Tensor, everyone: bool) -> torch.Tensor:
+        """This step's direction for the images ``index`` (``everyone``: all of them, whole tensors), weighted."""
+        if self.fixed is not None:
+            computed = self.fixed if everyone else self.fixed[index]
+        if self.weights is None:
+            return computed
+        return computed * (self.weights if everyone else self.weights[index])
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How far each pixel may move from the original: ``max_perturbation``, a number or a map (N, 1 or 3, H, W) per
+    pixel, widened by its first size every ``budget_growth`` steps for an image still going (so each image gets the
+    smallest of those budgets that reaches its goal)."""
+
+    max_perturbation: float | torch.Tensor
+    budget_growth: int | None = None
+
+    def project(self, moved: torch.Tensor, original: torch.Tensor, index: torch.Tensor, iterations: torch.Tensor,
+                everyone: bool) -> None:
+        """Clip ``moved`` (the images ``index``) in place to their bound around ``original``."""
+        bound = self.max_perturbation
+        if isinstance(bound, torch.Tensor):
+            bound = bound.to(moved.device, moved.dtype)
+            bound = bound if everyone else bound[index]
+        if self.budget_growth:
+            bound = bound * (1 + iterations[index] // self.budget_growth).view(-1, 1, 1, 1).to(moved.dtype)
+        torch.minimum(torch.maximum(moved, original - bound), original + bound, out=moved)
+
+
+@dataclass(frozen=True)
+class Views:
+    """Transformed versions of the saved batch whose losses join each gradient: ``judged(saved, rows)`` (platform
+    re-encodings: the goal must hold on them too) and ``diversity(saved)`` (input diversity: for the gradient only),
+    each a list at the classifier's input size."""
+
+    judged: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
+    diversity: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,115 +200,49 @@ class LoopResult:
     success: torch.Tensor  # (N,) goal reached on the saved image
 
 
-def sign_step_loop(
-    images: torch.Tensor,
-    classifier: nn.Module | Sequence[nn.Module],
-    choose_labels: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    targeted: bool,
-    eps: float,
-    steps: int,
-    iterative: bool = True,
-    noise: torch.Tensor | None = None,
-    threshold: float = 0.99,
-    max_perturbation: float | torch.Tensor | None = None,
-    views: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None,
-    view_threshold: float = 0.5,
-    confirm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    step_weights: torch.Tensor | None = None,
-    grow_bound_every: int | None = None,
-    bucket: bool = False,
-    gradient_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
-    momentum: float | None = None,
-    smoothing: float | None = None,
-    min_steps: int | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> LoopResult:
-    """x_n = clip(x_{n-1} -/+ eps * d_n): d_n = sign(grad J) (or a fixed ``noise`` pattern).
+def sign_step_loop(images: torch.Tensor, classifier: nn.Module | Sequence[nn.Module], goal: Goal, *, eps: float,
+                   max_iter: int, direction: Direction | None = None, bound: Bound | None = None,
+                   views: Views = Views(), iterative: bool = True, bucket: bool = False,
+                   on_step: Callable[[int], None] | None = None) -> LoopResult:
+    """x_n = clip(x_{n-1} -/+ eps * d_n), d_n the :class:`Direction` (sign(grad J), the paper's), within the
+    :class:`Bound`, until the :class:`Goal` is reached on the saved image or ``max_iter`` steps.
 
-    ``classifier`` is one model or an ensemble (a sequence of models with the same classes): the
-    loss is the sum over the models, and an image reaches its goal only when it does on every model.
-    ``choose_labels`` maps the clean probabilities (M, N, D) of the M models to the labels (N,) the
-    loss uses: the true class for untargeted methods, the target for targeted ones (descent).
-    ``iterative`` recomputes the direction every step and ends an image's iterations as soon as its saved
-    version reaches the goal; ``iterative=False`` repeats the first direction ``steps`` times (the paper's
-    "(kI)" baselines).
-    ``views(saved, rows)`` maps the saved batch (the images of ``rows``) to transformed versions at the
-    classifier's input size (e.g. JPEG re-encodings): their losses join the gradient, and the goal must then
-    hold on each of them too, with the target's probability at least ``view_threshold`` (a margin against unseen
-    re-encodings).
-    ``confirm(saved, labels, rows)`` has the last word on the images that reached the goal (``rows``: their
-    indices in the batch): a boolean mask (e.g. the goal on real, non-differentiable re-encodings); the images it
-    rejects go on.
-    ``step_weights`` (N, 1 or 3, H, W) scales each pixel's step: eps * weight * d_n (a perceptual mask).
-    ``max_perturbation`` bounds |x - x_original|: a number, or a map (N, 1 or 3, H, W) per pixel; with
-    ``grow_bound_every`` the bound of an image still going grows by its first size every that many
-    iterations, so each image gets the smallest of those budgets that reaches its goal.
-    ``bucket`` pads the batch of images still going to a power of two (or the whole batch) with finished
-    images, whose results are discarded, so the networks see a handful of batch shapes instead of every
-    size (a GPU library plans each new shape anew). The results are the same; the views of ``views`` are
-    drawn for the images still going only.
-
-    Three options help a perturbation carry to models it was not computed on; None (the default) leaves
-    each out, and the steps are then exactly the paper's:
-    ``gradient_views`` maps the saved batch to transformed versions (input diversity, DI: random
-    resizing and padding) whose losses join the gradient; unlike ``views``, the goal is not checked on them.
-    ``smoothing`` convolves each gradient with a Gaussian of that many pixels (translation invariance, TI).
-    ``momentum`` mu steps along the sign of g_n = mu g_{n-1} + grad_n / mean|grad_n| (MI-FGSM), per image.
-    ``min_steps`` keeps an image going that many steps even once it reaches its goal (a margin), and its
-    success is then judged on where it ends.
+    ``classifier`` is one model or an ensemble (a sequence of models with the same classes): the loss is the sum
+    over the models (and the :class:`Views`), and the goal must hold on every model. ``iterative`` recomputes the
+    direction every step and ends an image's steps once its saved version reaches the goal; ``iterative=False``
+    repeats the first direction ``max_iter`` times (the paper's "(kI)" baselines). ``bucket`` pads the batch of
+    images still going to a power of two (or the whole batch) with finished images, whose results are discarded, so
+    the networks see a handful of batch shapes (a GPU library plans each new shape anew); the results are the same.
     ``on_step(step)`` is called before each step (progress on long work).
     """
     models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
+    direction = direction or Direction()
     x_original = quantise(images.detach().float())
-    x = x_original.clone()
-    count = len(x)
+    x, count = x_original.clone(), len(images)
     active = torch.ones(count, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(count, dtype=torch.long, device=x.device)
-    direction = None if noise is None else noise.to(x.device, x.dtype).sign()
-    if step_weights is not None:
-        step_weights = step_weights.to(x.device, x.dtype)
-    if isinstance(max_perturbation, torch.Tensor):
-        max_perturbation = max_perturbation.to(x.device, x.dtype)
-    ascent = 1.0 if (noise is not None or not targeted) else -1.0
-    success = torch.zeros(count, dtype=torch.bool, device=x.device)
-    clean_logits = final_logits = labels = None
-    velocity = None if momentum is None else torch.zeros_like(x)
-
-    for step in range(steps + 1):
+    success = torch.zeros_like(active)
+    direction.start(x)
+    ascent = 1.0 if (direction.noise is not None or not goal.targeted) else -1.0
+    clean_logits = final_logits = labels = computed = None
+    for step in range(max_iter + 1):
         index = active.nonzero().squeeze(1)
         if len(index) == 0:
             break
         if on_step is not None:
             on_step(step)
-        last = step == steps
+        last = step == max_iter
         if step == 0 or last or iterative:
-            wants_gradient = noise is None and not last and (step == 0 or iterative)
-            going = len(index)
-            rows = _bucket(index, active) if bucket and going < count else index
-            batch = (x if going == count else x[rows]).detach().requires_grad_(wants_gradient)
-            with torch.set_grad_enabled(wants_gradient):
-                saved = straight_through_quantise(batch)
-                model_logits = [model(saved)[:going] for model in models]
-                view_logits = [] if views is None else [model(view) for view in views(saved[:going], index)
-                                                        for model in models]
-                diverse_logits = [] if gradient_views is None or not wants_gradient else [
-                    model(view) for view in gradient_views(saved[:going]) for model in models]
-            logits = torch.stack([out.detach() for out in model_logits])  # (M, n, D)
+            wants_gradient = direction.noise is None and not last and (step == 0 or iterative)
+            batch, saved, outputs, judged = _passes(x, index, active, models, views, wants_gradient, bucket)
+            logits = torch.stack([out.detach() for out in outputs[:len(models)]])  # (M, n, D)
             if step == 0:
-                clean_logits = logits
-                labels = choose_labels(clean_logits.double().softmax(2)).to(x.device)
-                final_logits = torch.empty_like(clean_logits)
-            reached = torch.stack([goal_reached(out, labels[index], targeted=targeted, threshold=threshold)
-                                   for out in logits]).all(0)
-            for view in view_logits:
-                reached &= goal_reached(view.detach(), labels[index], targeted=targeted, threshold=view_threshold)
-            if min_steps is not None and iterative and not last:  # not yet done: no need to confirm it either
-                reached &= iterations[index] >= min_steps
-            if confirm is not None and iterative and bool(reached.any()):
+                clean_logits, final_logits = logits, torch.empty_like(logits)
+                labels = goal.choose(clean_logits.double().softmax(2)).to(x.device)
+            reached = goal.reached(logits, judged, labels[index], None if last or not iterative else iterations[index])
+            if goal.confirm is not None and iterative and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
-                reached[candidates] = confirm(saved.detach()[candidates], labels[index[candidates]],
-                                              index[candidates])
+                reached[candidates] = goal.confirm(saved[candidates], labels[index[candidates]], index[candidates])
             done = reached | last if iterative else torch.full_like(reached, last)
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
@@ -229,40 +250,41 @@ def sign_step_loop(
             if last:
                 break
             if wants_gradient:
-                loss = sum(_loss(out[~done], labels[index[~done]])
-                           for out in [*model_logits, *view_logits, *diverse_logits])
-                (gradient,) = torch.autograd.grad(loss, batch)
-                if smoothing is None and momentum is None:
-                    step_direction = gradient[:going].sign_()
-                else:
-                    step_direction = _transfer_direction(gradient[:going], index, ~done, velocity, momentum,
-                                                         smoothing)
+                (gradient,) = torch.autograd.grad(sum(_loss(out[~done], labels[index[~done]]) for out in outputs),
+                                                  batch)
+                computed = direction.of_gradient(gradient[:len(index)], index, ~done)
                 if not iterative:
-                    direction = step_direction  # step 0 of a fixed-direction method: all images are here
-                if done.any():
-                    step_direction = step_direction[~done]
+                    direction.fixed = computed  # step 0 of a fixed-direction method: all images are here
+                computed = computed[~done] if done.any() else computed
             index = index[~done]
         everyone = len(index) == count  # then whole tensors are used in place of gathered copies
-        if direction is not None:
-            step_direction = direction if everyone else direction[index]
         moved = x if everyone else x[index]  # x itself (no graph holds it) or a gathered copy: stepped in place
-        if step_weights is not None:
-            step_direction = step_direction * (step_weights if everyone else step_weights[index])
-        moved.add_(step_direction, alpha=ascent * eps)
-        if max_perturbation is not None:
-            original = x_original if everyone else x_original[index]
-            bound = max_perturbation
-            if isinstance(bound, torch.Tensor) and not everyone:
-                bound = bound[index]
-            if grow_bound_every:  # the bound widens by its first size every grow_bound_every iterations
-                bound = bound * (1 + iterations[index] // grow_bound_every).view(-1, 1, 1, 1).to(x.dtype)
-            torch.minimum(torch.maximum(moved, original - bound), original + bound, out=moved)
+        moved.add_(direction.step(computed, index, everyone), alpha=ascent * eps)
+        if bound is not None:
+            bound.project(moved, x_original if everyone else x_original[index], index, iterations, everyone)
         moved.clamp_(0, 1)
         if not everyone:
             x[index] = moved
         iterations[index] += 1
-
     return LoopResult(x_original, quantise(x), clean_logits, final_logits, labels, iterations, success)
+
+
+def _passes(x: torch.Tensor, index: torch.Tensor, active: torch.Tensor, models: list[nn.Module], views: Views,
+            wants_gradient: bool, bucket: bool) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+    """One forward pass of the images ``index`` (padded by finished ones with ``bucket``) through the models and
+    views: the leaf the gradient is taken for, the saved 8-bit images (detached), every output for the loss (the
+    models' first, cut to the images going) and the judged views' outputs."""
+    going = len(index)
+    rows = _bucket(index, active) if bucket and going < len(x) else index
+    batch = (x if going == len(x) else x[rows]).detach().requires_grad_(wants_gradient)
+    with torch.set_grad_enabled(wants_gradient):
+        saved = straight_through_quantise(batch)
+        outputs = [model(saved)[:going] for model in models]
+        judged = [] if views.judged is None else [model(view) for view in views.judged(saved[:going], index)
+                                                  for model in models]
+        diverse = [] if views.diversity is None or not wants_gradient else [
+            model(view) for view in views.diversity(saved[:going]) for model in models]
+    return batch, saved.detach()[:going], [*outputs, *judged, *diverse], judged
 
 
 def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.Tensor, models: Sequence[nn.Module],

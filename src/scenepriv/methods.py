@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics, resolution, targets
-from .attack import goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
+from .attack import Bound, Direction, Goal, Views, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
 from .perceptual import texture_weights
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
@@ -220,16 +220,14 @@ def protect(
         clean = clean_logits.double().softmax(2)
         chosen = choose_labels
         choose_labels = lambda probabilities: chosen(clean)  # noqa: E731
+    goal = Goal(choose_labels, spec.targeted, threshold=settings.threshold, min_iter=settings.min_iter,
+                confirm=confirm if settings.robust or factor > 1 or as_jpeg else None)
     result = sign_step_loop(
-        work, ensemble, choose_labels, targeted=spec.targeted, eps=settings.eps,
-        steps=settings.max_iter if fixed_steps is None else fixed_steps, iterative=fixed_steps is None,
-        noise=noise, threshold=settings.threshold, max_perturbation=bound, views=views,
-        confirm=confirm if settings.robust or factor > 1 or as_jpeg else None,
-        step_weights=weights, grow_bound_every=settings.budget_growth,
-        bucket=device.type == "cuda",  # GPU libraries plan per shape
-        gradient_views=diverse, momentum=settings.momentum, smoothing=smoothing, min_steps=settings.min_iter,
-        on_step=None if progress is None else functools.partial(progress, "step"),
-    )
+        work, ensemble, goal, eps=settings.eps, max_iter=settings.max_iter if fixed_steps is None else fixed_steps,
+        direction=Direction(weights, settings.momentum, smoothing, noise),
+        bound=None if bound is None else Bound(bound, settings.budget_growth), views=Views(views, diverse),
+        iterative=fixed_steps is None, bucket=device.type == "cuda",  # GPU libraries plan per shape
+        on_step=None if progress is None else functools.partial(progress, "step"))
     protected, final_logits, success = result.images, result.final_logits, result.success
     if settings.shrink and bool(success.any()):
         if progress is not None:
