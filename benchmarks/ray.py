@@ -34,6 +34,7 @@ import ray  # noqa: E402
 
 from scenepriv import distributed, pipeline  # noqa: E402
 from scenepriv.images import find_images  # noqa: E402
+from scenepriv.zoo import Models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,7 @@ def main() -> None:
         _, step = pipeline.resolve_settings("fgsm", iterations=1)
         tiny = pipeline.Job(method="fgsm", settings=step, strength="paper", seed=0, batch_size=args.batch_size)
         load_start = time.perf_counter()
-        models = distributed.Models().load("full")
+        models = Models().load("full")
         model_load = time.perf_counter() - load_start
 
         print(f"{photos} photos from {args.photos}, {cores} cores, strength {strength}, batch size {args.batch_size}, "

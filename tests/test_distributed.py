@@ -12,6 +12,7 @@ from PIL import Image
 
 from scenepriv import distributed, pipeline
 from scenepriv.images import find_images
+from scenepriv.zoo import Models
 
 ray = pytest.importorskip("ray", reason="the cluster extra: pip install 'scenepriv[cluster]'")
 
@@ -53,7 +54,7 @@ def local(photos, tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("local")
     pairs = pipeline.output_pairs(find_images([photos]), out / "protected")
     report = pipeline.Report(str(out / "report.jsonl"))
-    results = list(pipeline.protect_files(pairs, distributed.Models().load("full"), job(), report=report))
+    results = list(pipeline.protect_files(pairs, Models().load("full"), job(), report=report))
     report.close()
     assert [r.source.name for r in results if r.error] == [BROKEN]
     return {r.source.name: {"bytes": r.output.read_bytes(), "record": r.record, "output": r.output.name}

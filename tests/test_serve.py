@@ -21,10 +21,10 @@ from PIL import Image
 
 from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv.images import load_photo
-from scenepriv.pipeline import resize_policy
 from scenepriv.serve import bound_socket, create_app, is_loopback, run
 from scenepriv.serve.app import REQUEST_HEADER, STATIC, safe_name
 from scenepriv.settings import ScenePrivError
+from scenepriv.zoo import resize_policy
 
 HEADERS = {REQUEST_HEADER: "1"}  # what the page sends with every request that changes something
 PHOTOS = ("life_by_Aitzol_Berasategi.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg")  # quick to protect

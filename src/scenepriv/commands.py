@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import PRESETS, RESAMPLERS
+from .settings import PRESETS, RESAMPLERS, ScenePrivError
 from .zoo import DEFAULT_MODEL, MODELS, places365
 
 INTERRUPTED = 130
@@ -85,41 +85,23 @@ def _shown(path) -> str:
 # --- shared steps ---------------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> str:
-    import torch
+def _models(args: argparse.Namespace, names: list[str] | None = None):
+    """The models of ``--model`` (or ``names``) and the options given for them (:class:`scenepriv.zoo.Models`);
+    ``--mirror`` is where Places365 weights are downloaded from."""
+    from .zoo import Models
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for, but PyTorch sees no CUDA device")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise SystemExit("error: --device mps was asked for, but this PyTorch has no Apple GPU (MPS) backend here")
-    return name
-
-
-def _classifier(args: argparse.Namespace, name: str | None = None, weights: str | None = None):
-    """The classifier of ``--model`` (or ``name``); ``--resize auto`` is the paper's bilinear for 224 px work
-    (evaluate, ``--size model``) and an antialiased bilinear for full-size photos, which holds through other
-    resizers."""
-    from . import load_classifier
-    from .pipeline import resize_policy
-    from .zoo.cache import WeightsUnavailable
-
-    resize = args.resize
-    if resize == "auto":
-        resize = resize_policy("model" if args.command == "evaluate" else getattr(args, "size", "full"))
     if args.mirror:
-        os.environ[places365.URL_ENV] = args.mirror
-    try:
-        weights = weights if name else args.weights
-        name = name or args.model
-        return load_classifier(name, weights=weights, device=_device(args.device), resize=resize,
-                               precision=args.precision, fold_batch_norm=args.fold_batch_norm)
-    except WeightsUnavailable as error:
-        raise SystemExit(f"error: {error}") from None
-    except (OSError, ValueError, RuntimeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SystemExit(f"error: cannot load model {name!r}: {reason}") from None
+        os.environ[places365.URL_ENV] = args.mirror  # also carried to the workers of a cluster
+    given = [args.model] if isinstance(args.model, str) else list(args.model)  # --weights: the first given's
+    return Models(tuple(names or given), None if names else args.weights, args.device, args.resize, args.precision,
+                  args.fold_batch_norm)
+
+
+def _classifier(args: argparse.Namespace, name: str | None = None):
+    """The classifier of ``--model`` (or ``name``): at the model's size for ``evaluate`` and ``--size model``, else
+    for full-size photos (the resize of :func:`scenepriv.zoo.resize_policy`)."""
+    size = "model" if args.command == "evaluate" else getattr(args, "size", "full")
+    return _models(args, [name] if name else None).load(size)[0]
 
 
 def _inputs(names: list[str]) -> list[Path]:
@@ -193,62 +175,42 @@ def command_protect(args: argparse.Namespace, console: Console) -> int:
         keep_freed_memory()  # batches at the model's size: ~10% faster; at full size it costs too much memory
     failures: list[str] = []
     if args.ray is None and (args.workers is not None or args.gpus_per_worker is not None):
-        raise SystemExit("error: --workers and --gpus-per-worker are for --ray")
-    if args.ray is not None and args.compare:
-        raise SystemExit("error: --compare works on this machine only: run it without --ray on the photos to look at")
-    remote = args.ray is not None and any("://" in name for name in [*args.inputs, args.output])
-    if remote:  # URIs on a cluster: listed and named by scenepriv.distributed, read and written by the workers
-        from .distributed import find_pairs
-
-        sources = find_pairs(args.inputs, args.output, recursive=args.recursive, problems=failures,
-                             format=args.format)
-        for problem in failures:
-            console.error(problem)
-    else:
-        sources = _find(args, args.inputs, console, failures)
-    outdir = Path(args.output)
-    folders = {Path(name).resolve() for name in args.inputs if name != "-" and Path(name).is_dir()}
-    if outdir.resolve() in folders:
-        raise SystemExit(f"error: -o {_shown(outdir)} is an input folder; protected photos would replace the "
-                         "originals: choose another folder")
-    if args.compare and Path(args.compare).resolve() in {outdir.resolve(), *folders,
-                                                        *(source.parent.resolve() for source, _ in sources)}:
-        raise SystemExit(f"error: --compare {_shown(args.compare)} is the output or an input folder; its crops "
-                         "would replace photos: choose another folder")
-    if not sources:
-        raise SystemExit("error: no photos found in the inputs" + (" that could be read" if failures else ""))
+        raise ScenePrivError("--workers and --gpus-per-worker are for --ray")
     try:
         strength, settings = pipeline.resolve_settings(
             args.method, args.size, args.strength, args.robust, **{k: getattr(args, k) for k in pipeline.SETTING_NAMES})
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    args.strength = strength
-    pairs = sources if remote else pipeline.output_pairs(sources, outdir, args.format)
-    report = pipeline.Report(args.report, {Path(source).resolve() for source, _ in pairs})
-    if not remote:
-        pipeline.writable_folder(outdir)
-    models = [] if args.ray is not None else [
-        _classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+        raise ScenePrivError(str(error)) from None
     job = pipeline.Job(method=args.method, settings=settings, strength=strength, seed=args.seed, size=args.size,
                        batch_size=args.batch_size, format=args.format, quality=args.quality,
                        keep_metadata=args.keep_metadata, compare=Path(args.compare) if args.compare else None)
+    inputs = [str(name) for name in _inputs(args.inputs)]
+    planned = pipeline.plan(inputs, args.output, job, recursive=args.recursive, report=args.report,
+                            cluster=args.ray is not None)
+    for problem in planned.problems:
+        console.error(problem)
+    for warning in planned.unreadable:
+        console.warn(warning)
+    failures += planned.problems
+    if not planned.pairs and not planned.skipped:
+        raise ScenePrivError("no photos found in the inputs" + (" that could be read" if failures else ""))
+    if planned.skipped:
+        console.info(f"{len(planned.skipped)} photos already in {_shown(args.report)}: skipped")
+    pairs = planned.pairs
+    report = pipeline.Report(args.report, {Path(source).resolve() for source, _ in pairs if "://" not in str(source)})
     records: list[dict] = []
     start = time.perf_counter()
     interrupted = False
     if args.ray is not None:  # the same pairs and job on a Ray cluster, whose workers load the models
         from . import distributed
 
-        if args.mirror:
-            os.environ[places365.URL_ENV] = args.mirror  # carried to the workers
-        done = distributed.reported_sources(args.report)
-        if any(str(source) in done for source, _ in pairs):
-            console.info(f"{sum(str(s) in done for s, _ in pairs)} photos already in {_shown(args.report)}: skipped")
-            pairs = [(source, output) for source, output in pairs if str(source) not in done]
-        results = distributed.protect_pairs(pairs, job, report=report, models=distributed.Models(
-            tuple(args.model), args.weights, args.device, args.resize, args.precision, args.fold_batch_norm),
-            cluster=distributed.Cluster(args.ray, args.workers or 1, args.gpus_per_worker or 0))
+        results = distributed.protect_pairs(pairs, job, report=report, models=_models(args),
+                                            cluster=distributed.Cluster(args.ray, args.workers or 1,
+                                                                        args.gpus_per_worker or 0))
     else:
-        console.detail(f"{'+'.join(args.model)} on {_device(args.device)}, precision {args.precision}, resize "
+        models = _models(args).load(args.size)
+        args.device = models[0].device.type  # as resolved, for the summary
+        console.detail(f"{'+'.join(args.model)} on {args.device}, precision {args.precision}, resize "
                        f"{models[0].resize}; {args.method} with {settings}")
         results = pipeline.protect_files(pairs, models, job, report=report, progress=console.steps)
     with console.bar(len(pairs), "photo") as progress:
@@ -294,7 +256,7 @@ def _protect_summary(args, console: Console, pairs, records, failures, elapsed, 
         ("mean PSNR / SSIM", f"{_mean(psnrs):.2f} dB / {_mean(ssims):.4f}"),
         *([("butteraugli", f"median {statistics.median(distances):.2f}, max {max(distances):.2f} (about 1: not "
                            "visible; JPEG quality 85 of a photo: 1.1-1.6)")] if distances else []),
-        ("time", f"{elapsed:.1f} s ({args.method}, {'+'.join(args.model)}, {_device(args.device)})"),
+        ("time", f"{elapsed:.1f} s ({args.method}, {'+'.join(args.model)}, {args.device})"),
     ]
     for label, value in lines:
         console.info(f"{label:<22}{value}")
@@ -365,7 +327,7 @@ def command_evaluate(args: argparse.Namespace, console: Console) -> int:
 
         metrics.brisque_model()  # before hours of work: OpenCV's contrib modules must be there
     except ImportError as error:
-        raise SystemExit(f"error: evaluate: {error}") from None
+        raise ScenePrivError(f"evaluate: {error}") from None
     try:
         rows = evaluate.select_rows(args.methods)
         dataset = evaluate.load_dataset(Path(args.dataset), MODELS[args.model].labels(),
@@ -373,9 +335,10 @@ def command_evaluate(args: argparse.Namespace, console: Console) -> int:
         classifier = _classifier(args)
         unseen = [_classifier(args, name) for name in args.transfer_to if name != args.model]
         failures = evaluate.evaluate(dataset, classifier, rows, Path(args.output), seed=args.seed,
-                                     batch_size=args.batch_size, save_images=args.save_images, transfer_to=unseen)
+                                     batch_size=args.batch_size, save_images=args.save_images, transfer_to=unseen,
+                                     progress=False if console.verbosity < 0 else None)
     except evaluate.EvaluationError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise ScenePrivError(f"{error}") from None
     output = Path(args.output)
     console.info((output / "table1.md").read_text(encoding="utf-8"))
     console.info((output / "table2.md").read_text(encoding="utf-8"))
@@ -392,7 +355,7 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     failures: list[str] = []
     sources = _find(args, args.files, console, failures)
     if not sources:
-        raise SystemExit("error: no protected photos found in the inputs")
+        raise ScenePrivError("no protected photos found in the inputs")
     judges = [_classifier(args), *(_classifier(args, name) for name in args.models if name != args.model)]
     preset = PRESETS[args.strength]
     own = judges[0].resize if judges[0].resize in RESAMPLERS else "bilinear-antialias"
@@ -451,7 +414,7 @@ def command_serve(args: argparse.Namespace, console: Console) -> int:
 
     from . import serve
 
-    models = [_classifier(args, name, args.weights if i == 0 else None) for i, name in enumerate(args.model)]
+    models = _models(args).load("full")
     others = {name: partial(_classifier, args, name) for name in serve.other_model_names(args.model)}
     return serve.run(models, other_models=others, host=args.host, port=args.port, strength=args.strength,
                      max_upload_mb=args.max_upload_mb, say=console.info, warn=console.warn)

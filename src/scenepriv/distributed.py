@@ -38,35 +38,12 @@ from typing import Any
 from . import pipeline
 from .pipeline import FileResult, Job, Report
 from .settings import ScenePrivError
+from .zoo import Models
 
 CHUNKS_PER_WORKER = 4  # chunks per worker at least, so that the workers finish together
 CHUNK_PHOTOS = 64  # photos in a chunk at most: a killed worker's chunk is protected again
 ORIENTATION = 0x0112  # EXIF orientations 5-8 turn the photo by 90 degrees
 ENVIRONMENT = ("SCENEPRIV_PLACES365_URL", "SCENEPRIV_CACHE_DIR")  # carried to the workers of a remote cluster
-
-
-@dataclass(frozen=True)
-class Models:
-    """How each worker loads its classifier(s): the zoo's names and :func:`scenepriv.load_classifier`'s options.
-    ``device="auto"`` is CUDA where the worker has a GPU; ``resize="auto"`` follows the job's size (as the CLI)."""
-
-    names: tuple[str, ...] = ("efficientnet-lite0",)
-    weights: str | None = None  # a checkpoint for the first model, at the same path on every node
-    device: str = "auto"
-    resize: str = "auto"
-    precision: str = "auto"
-    fold_batch_norm: bool = True
-
-    def load(self, size: str) -> list:
-        import torch
-
-        from . import load_classifier
-
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        resize = pipeline.resize_policy(size) if self.resize == "auto" else self.resize
-        return [load_classifier(name, weights=self.weights if i == 0 else None, device=device, resize=resize,
-                                precision=self.precision, fold_batch_norm=self.fold_batch_norm)
-                for i, name in enumerate(self.names)]
 
 
 @dataclass(frozen=True)
@@ -170,23 +147,6 @@ def find_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *
     root = str(output).rstrip("/")
     pairs = pipeline.output_pairs(sources, PurePosixPath("/"), format)  # names under the output's root
     return [(str(source) if is_uri(source) else source, f"{root}{target}") for source, target in pairs]
-
-
-def reported_sources(report: str | os.PathLike | None) -> set[str]:
-    """The ``file`` of every record in a JSON-lines report: the photos a re-run skips. A line cut off by a
-    killed run is ignored (its photo is protected again)."""
-    if report is None or str(report) == "-" or not Path(report).is_file():
-        return set()
-    done = set()
-    with open(report, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("file"), str):
-                done.add(record["file"])
-    return done
 
 
 # --- the batches of the local pipeline -----------------------------------------------------------------------------
@@ -436,7 +396,7 @@ def _cpus_per_worker(cluster: Cluster) -> float:
     return max(1.0, min(ray.cluster_resources().get("CPU", 1) // cluster.workers, largest))
 
 
-def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models = Models(),
+def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models | None = None,
                   cluster: Cluster = Cluster(), report: Report | None = None,
                   _exit_after_first_photo: str | None = None) -> Iterator[FileResult]:
     """Protect each (source, output) on a Ray cluster; yield one :class:`FileResult` per pair as its chunk
@@ -449,7 +409,7 @@ def protect_pairs(pairs: Sequence[tuple[Any, Any]], job: Job, *, models: Models 
         import ray.data  # noqa: F401
     except ImportError:
         raise ScenePrivError("the Ray backend needs Ray Data: pip install 'scenepriv[cluster]'") from None
-    return _protected(list(pairs), job, models, cluster, report or Report(None), _exit_after_first_photo)
+    return _protected(list(pairs), job, models or Models(), cluster, report or Report(None), _exit_after_first_photo)
 
 
 def _protected(pairs: list[tuple[Any, Any]], job: Job, models: Models, cluster: Cluster, report: Report,
@@ -516,23 +476,17 @@ def _protected(pairs: list[tuple[Any, Any]], job: Job, models: Models, cluster: 
 
 
 def protect_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], destination: str | os.PathLike, *,
-                    job: Job | None = None, models: Models = Models(), cluster: Cluster = Cluster(progress=True),
+                    job: Job | None = None, models: Models | None = None, cluster: Cluster = Cluster(progress=True),
                     report: str | None = None, recursive: bool = False) -> DatasetRun:
     """Protect every photo of ``source`` (folders, files or URIs) into ``destination`` on a Ray cluster; append
     a record per photo to ``report`` (a local JSON-lines file) and skip the photos it already has (resumable).
     Raises ScenePrivError (one line) where the output folder or report cannot be written or Ray not reached."""
     job = job or Job()
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    problems: list[str] = []
-    pairs = find_pairs(sources, destination, recursive=recursive, problems=problems, format=job.format)
-    done = reported_sources(report)
-    skipped = [str(source) for source, _ in pairs if str(source) in done]
-    pairs = [(source, output) for source, output in pairs if str(source) not in done]
-    if not is_uri(destination):
-        pipeline.writable_folder(Path(destination))
-    log = Report(report, {Path(s).resolve() for s, _ in pairs if not is_uri(s)})
+    planned = pipeline.plan(sources, destination, job, recursive=recursive, report=report, cluster=True)
+    log = Report(report, {Path(s).resolve() for s, _ in planned.pairs if not is_uri(s)})
     try:
-        results = list(protect_pairs(pairs, job, models=models, cluster=cluster, report=log))
+        results = list(protect_pairs(planned.pairs, job, models=models, cluster=cluster, report=log))
     finally:
         log.close()
-    return DatasetRun(results, skipped, problems)
+    return DatasetRun(results, planned.skipped, planned.problems)

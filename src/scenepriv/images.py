@@ -284,7 +284,7 @@ def save_image(
     """Write an (H, W, 3) uint8 array atomically: a temporary file beside it, then a rename.
 
     PNG (lossless) unless ``path`` ends in .jpg/.jpeg: then JPEG at ``quality`` with 4:2:0 chroma, as cameras and
-    platforms write it, so its pixels are exactly :func:`scenepriv.verify.jpeg_round_trip`'s. Nothing but the given
+    platforms write it, so its pixels are exactly :func:`scenepriv.reencode.jpeg_round_trip`'s. Nothing but the given
     colour profile and
     EXIF is written: no XMP, IPTC or GPS data. EXIF that a JPEG cannot hold (over 64 KiB) is left out
     and said in the returned warnings. Any failure raises ImageError naming ``path``, and leaves no

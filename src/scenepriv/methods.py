@@ -15,10 +15,9 @@ import torch
 
 from . import metrics, resolution, targets
 from .attack import Bound, Direction, Goal, Views, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
-from .perceptual import texture_weights
+from .reencode import ROBUST_CHECKS, Check, platform_versions
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
-from .verify import ROBUST_CHECKS, Check, jpeg_round_trip, platform_versions
 from .zoo import Classifier
 
 
@@ -138,131 +137,44 @@ def protect(
         return targets.draw_uniform(mask, generators)
 
     originals = images if was_8bit else quantise(images)
-    factor = resolution.factor(tuple(images.shape[-2:]), settings.work_size)
-    full_weights = None if settings.texture_mask is None else texture_weights(originals, settings.texture_mask)
-    work = resolution.block_means(originals, factor)
-    weights = None if full_weights is None else resolution.block_means(full_weights, factor)
-    work_originals = quantise(work)
-    spread = None if factor == 1 else resolution.spread(full_weights, factor, tuple(images.shape[-2:]))
-
-    def full_size(saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The photos of ``rows`` with the change of ``saved`` (at the working size) carried to full size."""
-        if factor == 1:
-            return saved
-        change = resolution.carry(saved - work_originals[rows], None if spread is None else spread[rows], factor,
-                                  tuple(images.shape[-2:]))
-        return change.add_(originals[rows]).clamp_(0, 1).mul_(255).round_().div_(255)  # quantised, in place
-
-    qualities = list(saved_quality or [None] * len(images))
-    if len(qualities) != len(images):
-        raise ValueError(f"{len(qualities)} saved qualities for {len(images)} images")
-    as_jpeg = any(quality is not None for quality in qualities)
-
-    def as_saved(saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The photos of ``rows`` as their files will show them: at full size, through their JPEG if saved so."""
-        photos = full_size(saved, rows)
-        if not as_jpeg or len(rows) == 0:
-            return photos
-        return torch.stack([photo if qualities[row] is None else jpeg_round_trip(photo, qualities[row])
-                            for photo, row in zip(photos, rows.tolist(), strict=True)])
-
-    def confirm(saved: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, exact: bool = True) -> torch.Tensor:
-        """Whether the goal holds on the files of ``rows`` and, with ``robust``, on their real re-encodings, in
-        stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (when working
-        smaller or saving a JPEG), then the photo as its file shows it (full size, through its JPEG) judged by the
-        fast path, its re-encodings by the fast path then in the model's own precision. ``exact=False`` stops after
-        the first stage: a search's guide (shrink), not a verdict."""
-        holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
-        proxy = factor > 1 or as_jpeg
-        if settings.robust and (proxy or not exact):
-            holds = holds_on_reencodings(ensemble, saved, goals, targeted=spec.targeted, judge="fast", factor=factor)
-        if not exact or not proxy and not settings.robust or not bool(holds.any()):
-            return holds
-        rows, kept = rows[holds], holds.nonzero().squeeze(1)
-        photos = as_saved(saved[kept], rows)
-        if proxy and len(kept):
-            with torch.no_grad():
-                holds[kept] = torch.stack([goal_reached(model(photos), goals[kept], targeted=spec.targeted,
-                                                        threshold=settings.threshold) for model in ensemble]).all(0)
-        if settings.robust and bool(holds.any()):
-            still = holds[kept]
-            holds[kept[still]] = holds_on_reencodings(ensemble, photos[still], goals[kept[still]],
-                                                      targeted=spec.targeted, judge="exact" if proxy else "both")
-        return holds
-
-    views = None
-    if settings.robust:
-        view_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
-        platform = PlatformViews(min_quality=settings.robust_quality, factor=factor)
-        points = None if factor == 1 else resolution.PointViews(originals, spread, factor, primary.input_size)
-
-        def views(saved: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
-            seen = platform(saved, primary.input_size, view_generator)
-            return seen if points is None else seen + points(saved - work_originals[rows], rows)
+    copy = resolution.WorkingCopy(originals, settings.texture_mask, settings.work_size,
+                                  list(saved_quality or [None] * len(images)))
+    confirm = _Confirmation(ensemble, spec.targeted, settings, copy)
     transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
                 if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
         raise ValueError(f"{', '.join(transfer)}: only for the iterative gradient methods; "
                          f"{spec.name} repeats one first step")
-    diverse = None
-    if settings.diversity is not None:  # drawn from their own stream, so the other draws stay as they were
-        diverse_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed + 1)
-        diverse = lambda saved: diverse_views(  # noqa: E731
-            saved, primary.input_size, diverse_generator, settings.diversity, settings.diversity_scale)
     smoothing = None  # in pixels of the classifier's input, brought to the photo's scale
     if settings.smoothing is not None:
-        smoothing = settings.smoothing * work.shape[-2] / primary.input_size[0]
-    bound = settings.max_perturbation if settings.texture_budget is None else settings.texture_budget * weights
+        smoothing = settings.smoothing * copy.work.shape[-2] / primary.input_size[0]
+    bound = settings.max_perturbation if settings.texture_budget is None else settings.texture_budget * copy.weights
     clean_logits = None
-    if factor > 1:  # the goal is chosen on what the classifier sees of the photo itself, not of its working copy
+    if copy.factor > 1:  # the goal is chosen on what the classifier sees of the photo itself, not of its working copy
         with torch.no_grad():
             clean_logits = torch.stack([model(originals) for model in ensemble])
-        clean = clean_logits.double().softmax(2)
-        chosen = choose_labels
+        clean, chosen = clean_logits.double().softmax(2), choose_labels
         choose_labels = lambda probabilities: chosen(clean)  # noqa: E731
     goal = Goal(choose_labels, spec.targeted, threshold=settings.threshold, min_iter=settings.min_iter,
-                confirm=confirm if settings.robust or factor > 1 or as_jpeg else None)
+                confirm=confirm if confirm.needed else None)
     result = sign_step_loop(
-        work, ensemble, goal, eps=settings.eps, max_iter=settings.max_iter if fixed_steps is None else fixed_steps,
-        direction=Direction(weights, settings.momentum, smoothing, noise),
-        bound=None if bound is None else Bound(bound, settings.budget_growth), views=Views(views, diverse),
-        iterative=fixed_steps is None, bucket=device.type == "cuda",  # GPU libraries plan per shape
+        copy.work, ensemble, goal, eps=settings.eps,
+        max_iter=settings.max_iter if fixed_steps is None else fixed_steps,
+        direction=Direction(copy.weights, settings.momentum, smoothing, noise),
+        bound=None if bound is None else Bound(bound, settings.budget_growth),
+        views=_views(settings, seed, primary.input_size, copy), iterative=fixed_steps is None,
+        bucket=device.type == "cuda",  # GPU libraries plan per shape
         on_step=None if progress is None else functools.partial(progress, "step"))
     protected, final_logits, success = result.images, result.final_logits, result.success
     if settings.shrink and bool(success.any()):
         if progress is not None:
             progress("shrink", int(result.iterations.max()))
-        rows = success.nonzero().squeeze(1)
-        goals, loop_saved = result.labels[rows], protected[rows]
-        search = None if not settings.robust else (  # the cheap stage guides the search; the verdict comes after
-            lambda candidates, indices: confirm(candidates, goals[indices], rows[indices], exact=False))
-        shrunk, shrunk_logits = shrink_to_goal(
-            result.originals[rows], loop_saved, final_logits[:, rows], ensemble, goals, targeted=spec.targeted,
-            threshold=settings.threshold, confirm=search, steps=settings.shrink)
-        judged = torch.zeros(len(rows), dtype=torch.bool, device=device)
-        for _ in range(3):  # the factor found, then twice halfway back to the loop's own change where refused
-            trying = (shrunk != loop_saved).flatten(1).any(1) & ~judged
-            if not bool(trying.any()):
-                break
-            accepted = torch.zeros_like(trying)
-            accepted[trying] = confirm(shrunk[trying], goals[trying], rows[trying]) if (
-                settings.robust or factor > 1 or as_jpeg) else True
-            judged |= accepted
-            refused = trying & ~accepted
-            shrunk[refused] = quantise((shrunk[refused] + loop_saved[refused]) / 2)
-            with torch.no_grad():
-                shrunk_logits[:, refused] = torch.stack([model(shrunk[refused]) for model in ensemble])
-            reached = torch.stack([goal_reached(logits, goals[refused], targeted=spec.targeted,
-                                                threshold=settings.threshold) for logits in shrunk_logits[:, refused]])
-            lost = refused.clone()
-            lost[refused] = ~reached.all(0)
-            shrunk[lost] = loop_saved[lost]  # the goal lost halfway back: the loop's own change stays
-        protected[rows[judged]], final_logits[:, rows[judged]] = shrunk[judged], shrunk_logits[:, judged]
-    if factor > 1 or as_jpeg:  # the records report what the files show, and the goal is judged there
+        _shrink(result, protected, final_logits, ensemble, goal, confirm, settings.shrink)
+    if copy.judged_as_saved:  # the records report what the files show, and the goal is judged there
         everyone = torch.arange(len(images), device=device)
         with torch.no_grad():
-            final_logits = torch.stack([model(as_saved(protected, everyone)) for model in ensemble])
-        protected = full_size(protected, everyone)
+            final_logits = torch.stack([model(copy.as_saved(protected, everyone)) for model in ensemble])
+        protected = copy.full_size(protected, everyone)
         success = success & torch.stack([goal_reached(logits, result.labels, targeted=spec.targeted,
                                                       threshold=settings.threshold) for logits in final_logits]).all(0)
     return Protection(
@@ -272,6 +184,92 @@ def protect(
         final_probabilities=final_logits.double().softmax(2),
         fallback=fallback, method=spec.name, settings=settings, seed=seed, class_names=primary.labels,
         model_names=[model.name for model in ensemble])
+
+
+def _views(settings: Settings, seed: int | None, input_size: tuple[int, int],
+           copy: resolution.WorkingCopy) -> Views:
+    """The loop's views: with ``robust``, random platform re-encodings (and, for a photo worked on smaller, what a
+    plain bilinear resize makes of the full-size one), judged; with ``diversity``, randomly shrunk and shifted
+    views for the gradient only. Each kind draws from its own stream (seeded by ``seed``), so the others stay."""
+    judged = diverse = None
+    if settings.robust:
+        generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        platform = PlatformViews(min_quality=settings.robust_quality, factor=copy.factor)
+        points = copy.point_views(input_size)
+
+        def judged(saved: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+            seen = platform(saved, input_size, generator)
+            return seen if points is None else seen + points(saved - copy.work_originals[rows], rows)
+    if settings.diversity is not None:
+        diverse_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed + 1)
+        diverse = lambda saved: diverse_views(  # noqa: E731
+            saved, input_size, diverse_generator, settings.diversity, settings.diversity_scale)
+    return Views(judged, diverse)
+
+
+class _Confirmation:
+    """Whether the goal holds on the files of a batch's ``rows`` and, with ``robust``, on their real re-encodings,
+    in stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (when working
+    smaller or saving a JPEG), then the photo as its file shows it (full size, through its JPEG) judged by the fast
+    path, its re-encodings by the fast path then in the model's own precision. ``exact=False`` stops after the first
+    stage: a search's guide (shrink), not a verdict."""
+
+    def __init__(self, ensemble: list[Classifier], targeted: bool, settings: Settings,
+                 copy: resolution.WorkingCopy) -> None:
+        self.ensemble, self.targeted, self.settings, self.copy = ensemble, targeted, settings, copy
+        self.needed = settings.robust or copy.judged_as_saved
+
+    def __call__(self, saved: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor,
+                 exact: bool = True) -> torch.Tensor:
+        robust, proxy = self.settings.robust, self.copy.judged_as_saved
+        holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
+        if robust and (proxy or not exact):
+            holds = holds_on_reencodings(self.ensemble, saved, goals, targeted=self.targeted, judge="fast",
+                                         factor=self.copy.factor)
+        if not exact or not proxy and not robust or not bool(holds.any()):
+            return holds
+        rows, kept = rows[holds], holds.nonzero().squeeze(1)
+        photos = self.copy.as_saved(saved[kept], rows)
+        if proxy:
+            with torch.no_grad():
+                holds[kept] = torch.stack([
+                    goal_reached(model(photos), goals[kept], targeted=self.targeted,
+                                 threshold=self.settings.threshold) for model in self.ensemble]).all(0)
+        if robust and bool(holds.any()):
+            still = holds[kept]
+            holds[kept[still]] = holds_on_reencodings(self.ensemble, photos[still], goals[kept[still]],
+                                                      targeted=self.targeted, judge="exact" if proxy else "both")
+        return holds
+
+
+def _shrink(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ensemble: list[Classifier],
+            goal: Goal, confirm: _Confirmation, steps: int) -> None:
+    """Scale down the change of each image that reached its goal (``protected``, ``final_logits`` updated in place):
+    searched with the confirmation's cheap stage (:func:`scenepriv.attack.shrink_to_goal`), then judged in full;
+    where refused, twice halfway back to the loop's own change, else the loop's own change stays."""
+    rows = result.success.nonzero().squeeze(1)
+    goals, loop_saved = result.labels[rows], protected[rows]
+    search = None if not confirm.settings.robust else (
+        lambda candidates, indices: confirm(candidates, goals[indices], rows[indices], exact=False))
+    shrunk, shrunk_logits = shrink_to_goal(result.originals[rows], loop_saved, final_logits[:, rows], ensemble, goals,
+                                           targeted=goal.targeted, threshold=goal.threshold, confirm=search,
+                                           steps=steps)
+    judged = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+    for _ in range(3):  # the factor found, then twice halfway back where refused
+        trying = (shrunk != loop_saved).flatten(1).any(1) & ~judged
+        if not bool(trying.any()):
+            break
+        accepted = torch.zeros_like(trying)
+        accepted[trying] = confirm(shrunk[trying], goals[trying], rows[trying]) if confirm.needed else True
+        judged |= accepted
+        refused = trying & ~accepted
+        shrunk[refused] = quantise((shrunk[refused] + loop_saved[refused]) / 2)
+        with torch.no_grad():
+            shrunk_logits[:, refused] = torch.stack([model(shrunk[refused]) for model in ensemble])
+        lost = refused.clone()
+        lost[refused] = ~goal.reached(shrunk_logits[:, refused], [], goals[refused], None)
+        shrunk[lost] = loop_saved[lost]  # the goal lost halfway back: the loop's own change stays
+    protected[rows[judged]], final_logits[:, rows[judged]] = shrunk[judged], shrunk_logits[:, judged]
 
 
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,

@@ -90,12 +90,6 @@ def resolve_settings(method: str = "p-fgsm", size: str = "full", strength: str |
     return strength, settings
 
 
-def resize_policy(size: str) -> str:
-    """How a classifier shrinks photos for ``--resize auto``: the paper's bilinear for work at the model's size;
-    an antialiased bilinear for full-size photos, which holds through other resizers."""
-    return "bilinear" if size == "model" else "bilinear-antialias"
-
-
 # Lossy formats: a photo that came as one of these is saved as a JPEG with --format auto (the others as PNG).
 LOSSY_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".webp"}
 
@@ -129,6 +123,69 @@ def output_pairs(sources: Sequence[tuple[Path, Path]], outdir: Path, format: str
         used.add(candidate.casefold())
         pairs.append((source, outdir / candidate))
     return pairs
+
+
+@dataclass
+class Plan:
+    """What a run will do: each (source, output) to protect, in order; the sources skipped because the report
+    already has them; one line per input that cannot be used; photos in formats this installation cannot read."""
+
+    pairs: list[tuple[Any, Any]]
+    skipped: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def plan(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, job: Job, *, recursive: bool = False,
+         report: str | None = None, cluster: bool = False) -> Plan:
+    """The photos of ``inputs`` and their outputs under ``output``, named alike for every way of running
+    (:func:`output_pairs`). For a ``cluster``, inputs and output may be URIs of its file systems, and the photos
+    already in ``report`` are left out (a run resumes where it stopped). ScenePrivError (one line) before any work
+    where the run would replace photos (``output`` or the comparison folder is an input folder) or cannot write."""
+    from .images import find_images, shown
+
+    result = Plan([])
+    uris = [str(name) for name in [*inputs, output] if cluster and "://" in str(name)]
+    if uris:  # a cluster's file systems: listed by pyarrow (scenepriv.distributed)
+        from .distributed import find_pairs
+
+        result.pairs = find_pairs(inputs, output, recursive=recursive, problems=result.problems, format=job.format)
+    else:
+        sources = find_images([Path(name) for name in inputs], recursive=recursive, problems=result.problems,
+                              skipped=result.unreadable)
+        result.pairs = output_pairs(sources, Path(output), job.format)
+    folders = {Path(name).resolve() for name in inputs if "://" not in str(name) and Path(name).is_dir()}
+    if not uris and Path(output).resolve() in folders:
+        raise ScenePrivError(f"-o {shown(output)} is an input folder; protected photos would replace the originals: "
+                             "choose another folder")
+    if job.compare is not None and Path(job.compare).resolve() in {
+            Path(output).resolve(), *folders, *(Path(source).parent.resolve() for source, _ in result.pairs)}:
+        raise ScenePrivError(f"--compare {shown(job.compare)} is the output or an input folder; its crops would "
+                             "replace photos: choose another folder")
+    if cluster:
+        done = reported_sources(report)
+        result.skipped = [str(source) for source, _ in result.pairs if str(source) in done]
+        result.pairs = [(source, target) for source, target in result.pairs if str(source) not in done]
+    if result.pairs and not uris:
+        writable_folder(Path(output))
+    return result
+
+
+def reported_sources(report: str | os.PathLike | None) -> set[str]:
+    """The ``file`` of every record in a JSON-lines report: the photos a resumed run skips. A line cut off by a
+    killed run is ignored (its photo is protected again)."""
+    if report is None or str(report) == "-" or not Path(report).is_file():
+        return set()
+    done = set()
+    with open(report, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("file"), str):
+                done.add(record["file"])
+    return done
 
 
 def writable_folder(folder: Path) -> None:

@@ -102,3 +102,48 @@ class PointViews:
         to full size."""
         return [(base[images] + (coefficients[images, None] * self._gather(change, rows, columns)).sum((-2, -1)))
                 .clamp(0, 1) for base, coefficients, rows, columns in self.views]
+
+
+class WorkingCopy:
+    """The photos protect() works on and what their files will show. ``originals`` (N, 3, H, W) are the 8-bit
+    photos; with ``work_size`` a photo whose long side is at least that is worked on shrunk by :func:`factor`
+    (``work``, its texture ``weights`` the block means of the full-size ones); ``qualities`` are the JPEG qualities
+    the files will be saved at (None: a lossless file)."""
+
+    def __init__(self, originals: torch.Tensor, texture_mask: float | None, work_size: int | None,
+                 qualities: list[int | None]) -> None:
+        from .perceptual import texture_weights
+
+        if len(qualities) != len(originals):
+            raise ValueError(f"{len(qualities)} saved qualities for {len(originals)} images")
+        self.originals, self.qualities = originals, qualities
+        self.size = tuple(originals.shape[-2:])
+        self.factor = factor(self.size, work_size)
+        weights = None if texture_mask is None else texture_weights(originals, texture_mask)
+        self.work = block_means(originals, self.factor)
+        self.work_originals = self.work.clamp(0, 1).mul(255).round_().div_(255)  # what the loop measures against
+        self.weights = None if weights is None else block_means(weights, self.factor)
+        self.spread = None if self.factor == 1 else spread(weights, self.factor, self.size)
+        self.judged_as_saved = self.factor > 1 or any(quality is not None for quality in qualities)
+
+    def full_size(self, saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The photos of ``rows`` with the change of ``saved`` (at the working size) carried to full size."""
+        if self.factor == 1:
+            return saved
+        change = carry(saved - self.work_originals[rows], None if self.spread is None else self.spread[rows],
+                       self.factor, self.size)
+        return change.add_(self.originals[rows]).clamp_(0, 1).mul_(255).round_().div_(255)  # quantised, in place
+
+    def as_saved(self, saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The photos of ``rows`` as their files will show them: at full size, through their JPEG if saved so."""
+        from .reencode import jpeg_round_trip
+
+        photos = self.full_size(saved, rows)
+        if all(quality is None for quality in self.qualities) or len(rows) == 0:
+            return photos
+        return torch.stack([photo if self.qualities[row] is None else jpeg_round_trip(photo, self.qualities[row])
+                            for photo, row in zip(photos, rows.tolist(), strict=True)])
+
+    def point_views(self, input_size: tuple[int, int]) -> PointViews | None:
+        """The plain bilinear views of the full-size photos (:class:`PointViews`), where the work is smaller."""
+        return None if self.factor == 1 else PointViews(self.originals, self.spread, self.factor, input_size)

@@ -136,5 +136,54 @@ def load_classifier(
     return classifier.to(device)
 
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "load_classifier",
-           "resize_to_input", "surrogate_spec"]
+def resize_policy(size: str) -> str:
+    """How a classifier shrinks photos for ``resize="auto"``: the paper's bilinear for work at the model's size
+    (``size="model"``); an antialiased bilinear for full-size photos, which holds through other resizers."""
+    return "bilinear" if size == "model" else "bilinear-antialias"
+
+
+@dataclass(frozen=True)
+class Models:
+    """The models a run protects against (or judges with), by the zoo's names, and how to load them: ``weights``
+    for the first (a local checkpoint), ``device="auto"`` (CUDA where PyTorch sees it), ``resize="auto"``
+    (:func:`resize_policy`), ``precision`` and batch-norm folding as :func:`load_classifier` takes them. The
+    command line, the web page and each worker of a cluster load them the same way (:meth:`load`)."""
+
+    names: tuple[str, ...] = (DEFAULT_MODEL,)
+    weights: str | None = None
+    device: str = "auto"
+    resize: str = "auto"
+    precision: str = "auto"
+    fold_batch_norm: bool = True
+
+    def load(self, size: str = "full") -> list[Classifier]:
+        """The classifiers, for photos at ``size`` ("full" or "model"); a user's problem (no such device, weights
+        that cannot be obtained or read) is a ScenePrivError of one line."""
+        import torch
+
+        from ..settings import ScenePrivError
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise ScenePrivError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ScenePrivError("--device mps was asked for, but this PyTorch has no Apple GPU (MPS) backend here")
+        resize = resize_policy(size) if self.resize == "auto" else self.resize
+        classifiers = []
+        for i, name in enumerate(self.names):
+            try:
+                classifiers.append(load_classifier(
+                    name, weights=self.weights if i == 0 else None, device=device, resize=resize,
+                    precision=self.precision, fold_batch_norm=self.fold_batch_norm))
+            except ScenePrivError:
+                raise
+            except (OSError, ValueError, RuntimeError) as error:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ScenePrivError(f"cannot load model {name!r}: {reason}") from None
+        return classifiers
+
+
+__all__ = ["MODELS", "DEFAULT_MODEL", "PRECISIONS", "RESIZE_POLICIES", "Classifier", "ModelSpec", "Models",
+           "load_classifier", "resize_policy", "resize_to_input", "surrogate_spec"]

@@ -1,0 +1,75 @@
+"""What a platform does to an uploaded photo, for real: a resize by a scale with one resampler, a JPEG round trip
+through Pillow at one quality (or none), then the classifier's own downsizing to its input size. The protection's
+confirmation (:mod:`scenepriv.methods`) and its verdicts (:mod:`scenepriv.verify`) both judge photos this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import product
+
+import torch
+
+from .attack import to_uint8
+from .images import jpeg_pixels
+from .settings import RESAMPLERS
+from .transforms import resize
+
+
+@dataclass(frozen=True)
+class Check:
+    quality: int | None  # JPEG quality, None for the file as saved
+    scale: float
+    resampler: str
+
+    @property
+    def name(self) -> str:
+        jpeg = "saved" if self.quality is None else f"jpeg{self.quality}"
+        return f"{jpeg}/x{self.scale:g}/{self.resampler}"
+
+
+def checks(qualities: list[int], scales: list[float], resamplers: list[str] | None = None) -> list[Check]:
+    """Every combination, the file as saved included (quality None)."""
+    return [Check(q, s, r) for q, s, r in product([None, *qualities], scales, resamplers or list(RESAMPLERS))]
+
+
+def jpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode (3, H, W) in [0, 1] as a real JPEG with Pillow and decode it again (as a saved JPEG decodes)."""
+    decoded = jpeg_pixels(to_uint8(pixels[None])[0], quality)
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float().div(255).to(pixels.device)
+
+
+def platform_version(pixels: torch.Tensor, check: Check, input_size: tuple[int, int]) -> torch.Tensor:
+    """What the classifier sees of (3, H, W) after ``check``: at its input size, 8-bit steps on the way."""
+    return platform_versions(pixels, [check], input_size)[0]
+
+
+def platform_versions(pixels: torch.Tensor, all_checks: Sequence[Check], input_size: tuple[int, int],
+                      cache: dict | None = None) -> torch.Tensor:
+    """(C, 3, *input_size): :func:`platform_version` for each check of an 8-bit photo (3, H, W). Each resize and
+    re-encoding is made once for all the checks that share it (at scale 1 the JPEG does not depend on the
+    resampler), and kept in ``cache`` (one dict per photo) for later calls on the same photo."""
+    cache = {} if cache is None else cache  # 8-bit arrays (H, W, 3), a quarter of the memory of floats
+    floats: dict[tuple, torch.Tensor] = {}
+    height, width = pixels.shape[-2:]
+    views = []
+    for check in all_checks:
+        resized = (check.scale, None if check.scale == 1 else check.resampler)
+        if resized not in cache:  # the 8-bit photo the platform encodes
+            size = (max(1, round(height * check.scale)), max(1, round(width * check.scale)))
+            cache[resized] = to_uint8(resize(pixels[None], size, check.resampler))[0]
+        coded = (check.quality, *resized)
+        if coded not in cache:
+            cache[coded] = cache[resized] if check.quality is None else jpeg_pixels(cache[resized], check.quality)
+        if coded not in floats:
+            floats[coded] = torch.from_numpy(cache[coded].copy()).permute(2, 0, 1).float().div(255).to(pixels.device)
+        views.append(resize(floats[coded][None], input_size, check.resampler)[0])
+    return torch.stack(views)
+
+
+# What ``--robust`` confirms on the saved image before it stops: real JPEG at quality 50, 75 and 95, at full and
+# half size, through every resampler (the top-1 does not always hold on a milder JPEG where it holds on a
+# harsher one; differentiable views of re-encodings guide the steps, see transforms.py).
+ROBUST_CHECKS = [Check(quality, scale, resampler) for quality in (50, 75, 95) for scale in (0.5, 1.0)
+                 for resampler in RESAMPLERS]  # harshest first: the plain bilinear resize at half size fails most
