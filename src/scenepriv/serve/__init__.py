@@ -3,6 +3,9 @@
 :func:`create_app` builds the FastAPI application (tests pass it a classifier); :func:`run` serves it with uvicorn
 on 127.0.0.1 unless told otherwise. Photos are protected through :func:`scenepriv.pipeline.protect_files`, as
 on the command line.
+
+The rooms: :mod:`.app` the routes, :mod:`.jobs` the job store and its expiry, :mod:`.uploads` the upload checks,
+:mod:`.worker` the protection and checks, :mod:`.wording` what the page says of a result.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .app import ModelSource, create_app
+from .app import create_app
+from .worker import ModelSource
 
 __all__ = ["create_app", "is_loopback", "other_model_names", "run"]
 
@@ -69,7 +73,8 @@ def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | 
         host: str = "127.0.0.1", port: int = 8765, strength: str = "medium", max_upload_mb: float = 50,
         say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> int:
     """Serve the page until interrupted (Ctrl+C). A host that is not a loopback address is ``warn``-ed about:
-    anyone who reaches it can use the page."""
+    anyone who reaches it can use the page; the server's own problems (a model left out of the checks, a bug)
+    are ``warn``-ed too."""
     import uvicorn
 
     from ..settings import ScenePrivError
@@ -84,7 +89,7 @@ def run(models: ModelSource, *, other_models: Mapping[str, Callable[[], Any]] | 
         raise ScenePrivError(f"cannot listen on {host} port {port}: {error.strerror or error}"
                              + ("; choose another --port" if error.errno == errno.EADDRINUSE else "")) from None
     app = create_app(models, other_models=other_models, strength=strength, max_upload_mb=max_upload_mb,
-                     allowed_hosts=[*LOOPBACK_NAMES, host] if loopback else None)
+                     allowed_hosts=[*LOOPBACK_NAMES, host] if loopback else None, warn=warn)
     shown_host = f"[{host}]" if ":" in host else host
     say(f"scenepriv serve: open http://{shown_host}:{listening.getsockname()[1]}/ in a browser "
         "(photos stay on this computer; Ctrl+C stops the server and deletes them)")
