@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import EXAMPLES, make_tiny_classifier
+from scenepriv.cli import main
 from scenepriv.images import load_photo
 from scenepriv.pipeline import resize_policy
 from scenepriv.serve import bound_socket, create_app, is_loopback, run
@@ -28,6 +29,8 @@ from scenepriv.serve.uploads import safe_name
 from scenepriv.serve.wording import verdict, visibility, where
 from scenepriv.settings import ScenePrivError
 from scenepriv.verify import Check
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HEADERS = {REQUEST_HEADER: "1"}  # what the page sends with every request that changes something
 PHOTOS = ("life_by_Aitzol_Berasategi.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg")  # quick to protect
@@ -456,3 +459,38 @@ def test_a_scene_classifier_is_named_as_one():
     imagenet = make_tiny_classifier(num_classes=1000)
     with TestClient(create_app([imagenet])) as client:
         assert client.get("/api/config").json()["names"] == "objects"
+
+
+# --- the serve extra --------------------------------------------------------------------------------------------------
+
+def test_fastapi_and_uvicorn_come_with_the_serve_extra_only():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    web = ("fastapi", "uvicorn", "python-multipart")
+    assert not [need for need in project["dependencies"] if need.startswith(web)]
+    assert sorted(need.split(">")[0] for need in project["optional-dependencies"]["serve"]) == sorted(web)
+    assert "serve" in project["optional-dependencies"]["test"][0]  # scenepriv[...,serve]
+
+
+@pytest.mark.parametrize("missing", ["fastapi", "uvicorn", "python_multipart"])
+def test_serve_without_the_extra_says_which_to_install_in_one_line(monkeypatch, capsys, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: import raises ModuleNotFoundError
+    if missing == "python_multipart":
+        monkeypatch.setitem(sys.modules, "multipart", None)  # its former name
+    monkeypatch.setattr("scenepriv.commands._classifier", lambda *args: pytest.fail("models loaded first"))
+    assert main(["serve", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    name = {"python_multipart": "python-multipart"}.get(missing, missing)
+    assert err == (f"error: scenepriv serve needs {name}, which this installation lacks: "
+                   "pip install 'scenepriv[serve]'\n")
+
+
+def test_help_models_and_the_serve_package_do_not_import_fastapi():
+    code = ("import contextlib, sys\nfrom scenepriv.cli import main\n"
+            "for argv in (['--help'], ['serve', '--help']):\n"
+            "    with contextlib.suppress(SystemExit):\n        main(argv)\n"
+            "main(['models'])\nimport scenepriv.serve\n"
+            "assert not {'fastapi', 'uvicorn', 'starlette'} & set(sys.modules), 'imported'\n"
+            "scenepriv.serve.create_app\nassert 'fastapi' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
