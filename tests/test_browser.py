@@ -202,6 +202,14 @@ def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_them
     assert top1(served_classifier, protected) != top1(served_classifier, original)
     assert Image.open(photos[0]).getexif()  # the original had EXIF (and GPS): the download has none
 
+    # "Delete now": the files leave the server, and the page offers no download any more.
+    store = app.state.store
+    browser.find_element(By.ID, "forget").click()
+    wait_for(lambda: state.text == "Deleted from the server.", 10, "the deletion")
+    assert store.jobs == {} and list(store.root.iterdir()) == []
+    assert not [link for link in browser.find_elements(By.CSS_SELECTOR, "a.download, #zip") if link.is_displayed()]
+    assert "downloaded" not in cards[0].text
+
 
 def screenshot(browser, path: Path) -> None:
     """The results of the first photo, as a palette PNG small enough for the README."""

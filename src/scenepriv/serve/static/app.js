@@ -150,7 +150,11 @@ function gone(message) {
   $("job-state").textContent = message;
   $("zip").hidden = true;
   $("forget").hidden = true;
-  for (const card of cards.values()) card.download.hidden = true;
+  for (const card of cards.values()) {
+    if (!card.download) continue;
+    card.download.hidden = true;
+    card.downloaded.textContent = "";
+  }
 }
 
 // How far a photo is (0-1) and what it is doing, in words.
