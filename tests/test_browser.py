@@ -92,9 +92,17 @@ def top1(classifier, pixels: torch.Tensor) -> int:
         return int(classifier(pixels[None].to(classifier.device)).argmax())
 
 
-def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_one(
+def focus_ring(browser) -> tuple[str, float]:
+    """The outline drawn around the file picker's button: its style and width in px."""
+    style, width = browser.execute_script("const style = getComputedStyle(document.querySelector('#drop .button'));"
+                                          "return [style.outlineStyle, style.outlineWidth]")
+    return style, float(width.removesuffix("px"))
+
+
+def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_them(
         server, browser, served_classifier, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     url, app = server
     photos = [small_copy(name, tmp_path) for name in PHOTOS]
@@ -104,29 +112,85 @@ def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_one(
     browser.get(url)
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[name=strength]"), 30, "the strengths")
     assert browser.find_element(By.CSS_SELECTOR, "input[name=strength]:checked").get_attribute("value") == "medium"
+    about = browser.find_element(By.ID, "classifier").text
+    assert "protects against an ImageNet classifier, which names objects" in about
+    assert "scenepriv serve --model resnet50-places365" in about
+    assert "do not see" not in browser.find_element(By.TAG_NAME, "header").text
+
+    # The keyboard reaches the file picker first; its focus is a ring around the "choose photos" button.
+    assert focus_ring(browser)[0] == "none"
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "files"
+    style, width = focus_ring(browser)
+    assert style == "solid" and width >= 3
+
     browser.find_element(By.ID, "files").send_keys("\n".join(str(path) for path in [*photos, broken]))
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#chosen li")) == 3
+    chosen = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#chosen li")]
+    assert len(chosen) == 3
+    for text, photo in zip(chosen, photos, strict=False):  # photos of 20-60 KB: not "0.0 MB"
+        assert f" {round(photo.stat().st_size / 1024)} KB" in text, text
     start = browser.find_element(By.ID, "start")
     assert start.is_enabled()
     start.click()
 
+    # The progress moves while a photo is protected: its step count rises, and so does its bar.
     state = browser.find_element(By.ID, "job-state")
-    wait_for(lambda: state.text.startswith("Done"), 600, "the job")
-    assert state.text == "Done: 2 of 3 photos protected"
+    steps, bars = [], []
+    deadline = time.monotonic() + 600
+    while not state.text.startswith("Done"):
+        assert time.monotonic() < deadline, "the job did not finish"
+        first = browser.find_elements(By.CSS_SELECTOR, "article.photo")[:1]
+        if first:
+            shown = first[0].find_element(By.CSS_SELECTOR, ".state").text
+            if shown.startswith("protecting… step "):
+                steps.append(int(shown.split()[2]))
+                assert shown.endswith(" of at most 100"), shown  # medium's most steps
+                bars.append(float(first[0].find_element(By.CSS_SELECTOR, "progress.steps").get_attribute("value")))
+        time.sleep(0.2)
+    assert len(set(steps)) >= 2 and steps == sorted(steps), steps
+    assert bars[-1] > bars[0] > 0, bars
+    assert state.text == "Done: 2 of 3 photos protected; below each, what it holds against"
+
     cards = browser.find_elements(By.CSS_SELECTOR, "article.photo")
     assert [card.get_attribute("data-state") for card in cards] == ["done", "done", "failed"]
     assert cards[2].find_element(By.CSS_SELECTOR, "p.error").text == "broken.jpg: not an image Pillow can read"
-    for card in cards[:2]:
-        assert card.get_attribute("data-verdict") == "protected"
+    results = [file["result"] for file in app.state.store.view(next(iter(app.state.store.jobs.values())))["files"]]
+    for card, result in zip(cards[:2], results, strict=False):
+        assert card.get_attribute("data-verdict") == result["verdict"]["level"] in ("holds", "partly")
+        assert card.find_element(By.CSS_SELECTOR, ".state").text == result["verdict"]["badge"]
+        verdict = card.find_element(By.CSS_SELECTOR, "p.verdict").text
+        assert verdict == result["verdict"]["text"]
+        assert verdict.startswith("Holds against the classifier it was protected against")
+        assert card.find_element(By.CSS_SELECTOR, "p.visibility").text == result["visibility"]
         images = card.find_elements(By.CSS_SELECTOR, ".frame img")
         wait_for(lambda images=images: all(browser.execute_script(
             "return arguments[0].complete && arguments[0].naturalWidth", image) for image in images), 30, "crops")
-        assert "holds in" in card.find_element(By.CSS_SELECTOR, ".checks summary").text
+        # The jargon is folded away: shown only once the details are opened.
+        for word in ("top-1", "PSNR", "utteraugli", "iterations", "efficientnet", "x0.5"):
+            assert word not in card.text, word
+        details = card.find_element(By.CSS_SELECTOR, "details.details")
+        assert details.get_attribute("open") is None and details.find_element(By.TAG_NAME, "summary").text == (
+            "Technical details")
+        assert not details.find_element(By.TAG_NAME, "table").is_displayed()
 
     if os.environ.get("SCENEPRIV_SCREENSHOT"):
         screenshot(browser, Path(os.environ["SCENEPRIV_SCREENSHOT"]))
 
+    details = cards[0].find_element(By.CSS_SELECTOR, "details.details")
+    details.find_element(By.TAG_NAME, "summary").click()
+    assert details.find_element(By.TAG_NAME, "table").is_displayed()
+    assert "efficientnet-lite0 (protected against)" in details.text and "Butteraugli" in details.text
+    assert "Top-1 of efficientnet-lite0 before:" in details.text
+
+    # The zip first, then a photo alone: the downloads stay, with the time the server deletes them.
+    assert "keeps these photos until" in browser.find_element(By.ID, "kept").text
+    browser.find_element(By.ID, "zip").click()
+    bundle = browser.downloads / "scenepriv-protected.zip"
+    wait_for(lambda: bundle.exists() and not list(browser.downloads.glob("*.crdownload")), 60, "the zip")
     link = cards[0].find_element(By.CSS_SELECTOR, "a.download")
+    wait_for(lambda: "downloaded" in cards[0].text, 10, "the page to say the photo was downloaded")
+    assert link.is_displayed() and browser.find_element(By.ID, "zip").is_displayed()
+    assert "keeps these photos until" in browser.find_element(By.ID, "kept").text
     assert link.get_attribute("download") == "friends_by_Aitzol_Berasategi.jpg"
     link.click()
     saved = browser.downloads / "friends_by_Aitzol_Berasategi.jpg"
@@ -137,6 +201,14 @@ def test_a_person_protects_two_photos_sees_a_broken_one_named_and_downloads_one(
     assert protected.shape == original.shape
     assert top1(served_classifier, protected) != top1(served_classifier, original)
     assert Image.open(photos[0]).getexif()  # the original had EXIF (and GPS): the download has none
+
+    # "Delete now": the files leave the server, and the page offers no download any more.
+    store = app.state.store
+    browser.find_element(By.ID, "forget").click()
+    wait_for(lambda: state.text == "Deleted from the server.", 10, "the deletion")
+    assert store.jobs == {} and list(store.root.iterdir()) == []
+    assert not [link for link in browser.find_elements(By.CSS_SELECTOR, "a.download, #zip") if link.is_displayed()]
+    assert "downloaded" not in cards[0].text
 
 
 def screenshot(browser, path: Path) -> None:

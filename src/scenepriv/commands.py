@@ -408,12 +408,14 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_serve(args: argparse.Namespace, console: Console) -> int:
-    """The web page (:mod:`scenepriv.serve`, imported here: --help needs neither FastAPI nor PyTorch): the models
-    protected against are loaded now; the other Lite models installed are checked on, each loaded when first used."""
+    """The web page (:mod:`scenepriv.serve`, imported here: --help needs neither FastAPI nor PyTorch; without the
+    serve extra, one line says how to install it): the models protected against are loaded now; the other Lite
+    models installed are checked on, each loaded when first used."""
     from functools import partial
 
     from . import serve
 
+    serve.require_extra()  # before the models load: FastAPI and uvicorn come with the serve extra
     models = _models(args).load("full")
     others = {name: partial(_classifier, args, name) for name in serve.other_model_names(args.model)}
     return serve.run(models, other_models=others, host=args.host, port=args.port, strength=args.strength,

@@ -21,7 +21,10 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
-function megabytes(bytes) { return `${(bytes / 1048576).toFixed(1)} MB`; }
+// a file's size as people read it: KB below a megabyte (a 46 KB photo is not "0.0 MB")
+function fileSize(bytes) {
+  return bytes < 1048576 ? `${Math.max(1, Math.round(bytes / 1024))} KB` : `${(bytes / 1048576).toFixed(1)} MB`;
+}
 function percent(p) { return `${Math.round(100 * p)}%`; }
 function extension(name) { const dot = name.lastIndexOf("."); return dot < 0 ? "" : name.slice(dot).toLowerCase(); }
 
@@ -48,7 +51,7 @@ function showChosen() {
     const remove = element("button", { type: "button", class: "link", text: "remove", "aria-label": `remove ${file.name}` });
     remove.addEventListener("click", () => { chosen.splice(i, 1); showChosen(); });
     list.append(element("li", problem ? { class: "refused" } : {}, element("span", { text: file.name }),
-      element("small", { text: problem ? ` ${problem} (will be left out)` : ` ${megabytes(file.size)}` }), " ", remove));
+      element("small", { text: problem ? ` ${problem} (will be left out)` : ` ${fileSize(file.size)}` }), " ", remove));
   });
   $("start").disabled = !chosen.some((file) => !problemOf(file));
 }
@@ -147,7 +150,23 @@ function gone(message) {
   $("job-state").textContent = message;
   $("zip").hidden = true;
   $("forget").hidden = true;
-  for (const card of cards.values()) card.download.hidden = true;
+  for (const card of cards.values()) {
+    if (!card.download) continue;
+    card.download.hidden = true;
+    card.downloaded.textContent = "";
+  }
+}
+
+// How far a photo is (0-1) and what it is doing, in words.
+function progressOf(file, maxSteps) {
+  if (file.state === "protecting" && file.shrinking) return { fraction: null, text: "protecting… making the change smaller" };
+  if (file.state === "protecting" && file.step) {
+    const bound = maxSteps && file.step <= maxSteps ? ` of at most ${maxSteps}` : "";
+    return { fraction: maxSteps ? Math.min(file.step / maxSteps, 1) : null, text: `protecting… step ${file.step}${bound}` };
+  }
+  if (file.state === "protecting") return { fraction: 0, text: "protecting…" };
+  if (file.state === "checking") return { fraction: null, text: "checking what the protection holds against…" };
+  return null;
 }
 
 function show(view) {
@@ -159,32 +178,39 @@ function show(view) {
     state = `${doing}: ${view.done} of ${view.total} finished`;
   }
   else {
-    const protectedCount = view.files.filter((file) => file.result && file.result.success).length;
-    state = `Done: ${protectedCount} of ${view.total} photo${view.total > 1 ? "s" : ""} protected`;
+    const protectedCount = view.files.filter((file) => file.result && file.result.verdict.level !== "fails").length;
+    state = `Done: ${protectedCount} of ${view.total} photo${view.total > 1 ? "s" : ""} protected; below each, what it holds against`;
   }
   $("job-state").textContent = state;
-  $("progress").value = view.total ? view.done / view.total : 0;
-  for (const file of view.files) showFile(file);
+  const partial = working ? ((progressOf(working, view.max_steps) || {}).fraction ?? 0.9) : 0;
+  $("progress").value = view.total ? Math.min(1, (view.done + 0.95 * partial) / view.total) : 0;
+  for (const file of view.files) showFile(file, view.max_steps);
   const zip = $("zip");
   zip.hidden = !view.zip;
   if (view.zip) zip.href = view.zip;
   $("forget").hidden = view.files_removed;
-  $("kept").textContent = view.files_removed
-    ? "The photos have been deleted from the server (downloaded). The results above stay on this page."
-    : view.expires_in != null
-      ? `The server deletes these photos once you download the zip or every photo, or in ${Math.max(1, Math.round(view.expires_in / 60))} min, or when it stops.`
-      : "";
+  $("kept").textContent = view.files_removed ? "The photos have been deleted from the server. The results stay on this page until you leave it."
+    : view.expires_in != null ? keptUntil(view.expires_in)
+    : `The server keeps the protected photos ${config.expiry_minutes} min after they are ready, then deletes them.`;
 }
 
-const STATES = { waiting: "waiting", protecting: "protecting…", checking: "checking…", done: "done", failed: "not protected" };
+function keptUntil(seconds) {
+  const at = new Date(Date.now() + seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return `The server keeps these photos until ${at} (in ${Math.max(1, Math.round(seconds / 60))} min), so you can ` +
+    "download them again; then it deletes them, as it does when it stops. To delete them sooner: “Delete these " +
+    "photos from the server now”.";
+}
 
-function showFile(file) {
+const STATES = { waiting: "waiting", done: "done", failed: "not protected" };
+
+function showFile(file, maxSteps) {
   let card = cards.get(file.index);
   if (!card) {
     const node = element("article", { class: "photo", "data-index": String(file.index) });
     card = { node, title: element("h3", { text: file.name }), state: element("span", { class: "state" }),
+      bar: element("progress", { class: "steps", max: "1", "aria-label": `progress of ${file.name}` }),
       message: element("p", { class: "error" }), body: element("div"), download: null, filled: false };
-    node.append(element("div", { class: "row" }, card.title, card.state), card.message, card.body);
+    node.append(element("div", { class: "row" }, card.title, card.state, card.bar), card.message, card.body);
     $("results").append(node);
     cards.set(file.index, card);
   }
@@ -194,34 +220,34 @@ function showFile(file) {
     card.filled = true;
     fillResult(card, file);
   }
-  card.state.textContent = file.result ? verdictOf(file.result)
-    : file.state === "protecting" && file.shrinking ? "protecting… making the change smaller"
-    : file.state === "protecting" && file.step ? `protecting… step ${file.step}`
-    : STATES[file.state] || file.state;
-  if (card.download) card.download.hidden = !file.download;
-}
-
-function verdictOf(result) {
-  return result.success ? "protected" : result.top1_changed ? "changed, goal not reached" : "not protected";
+  const progress = file.result ? null : progressOf(file, maxSteps);
+  card.state.textContent = file.result ? file.result.verdict.badge : progress ? progress.text : STATES[file.state] || file.state;
+  card.bar.hidden = !progress;
+  if (progress && progress.fraction != null) card.bar.value = progress.fraction;
+  else if (progress) card.bar.removeAttribute("value");  // no measure: the bar moves on its own
+  if (card.download) {
+    card.download.hidden = !file.download;
+    card.downloaded.textContent = file.download && file.downloaded ? "downloaded; you can download it again" : "";
+  }
 }
 
 function fillResult(card, file) {
   const result = file.result;
-  card.node.dataset.verdict = result.success ? "protected" : "missed";
-  card.body.append(
-    element("p", {}, "The classifier saw ", element("strong", { text: result.before.name }),
-      ` (${percent(result.before.probability)}); now it sees `, element("strong", { text: result.after.name }),
-      ` (${percent(result.after.probability)}).`),
-    element("div", { class: "side-by-side" }, compare(result), checks(result)),
-  );
-  const visible = result.butteraugli == null ? "" : ` Butteraugli ${result.butteraugli.toFixed(2)} (about 1: not visible).`;
-  card.body.append(element("p", { class: "note", text:
-    `${result.iterations} iterations; PSNR ${result.psnr == null ? "∞" : result.psnr.toFixed(1)} dB.${visible}` }));
-  for (const warning of result.warnings) card.body.append(element("p", { class: "note", text: `note: ${warning}` }));
+  card.node.dataset.verdict = result.verdict.level;
   card.download = element("a", { class: "button download", href: file.download || "#", download: file.output_name,
     text: `Download ${file.output_name}` });
   card.download.addEventListener("click", () => setTimeout(poll, 1500));
-  card.body.append(element("p", {}, card.download));
+  card.downloaded = element("span", { class: "note" });
+  card.body.append(
+    element("p", { class: "verdict", text: result.verdict.text }),
+    element("p", {}, "The classifier it was protected against saw ", element("strong", { text: `“${result.before.name}”` }),
+      " in the original; in the protected photo it sees ", element("strong", { text: `“${result.after.name}”` }), "."),
+    element("p", { class: "visibility", text: result.visibility }),
+    compare(result),
+    element("p", { class: "row" }, card.download, card.downloaded),
+    ...result.warnings.map((warning) => element("p", { class: "note", text: `Note: ${warning}` })),
+    details(result),
+  );
 }
 
 function compare(result) {
@@ -265,28 +291,28 @@ function compare(result) {
   return figure;
 }
 
-function checks(result) {
-  const models = result.checks.map((verdict) => verdict.model);
-  const head = element("tr", {}, element("th", { text: "top-1 differs from the original's" }),
+function number(value, digits) { return value == null ? "not measured" : value.toFixed(digits); }
+
+// The jargon, folded: models, top-1 classes and probabilities, the checks table, butteraugli, PSNR, SSIM, steps.
+function details(result) {
+  const models = result.checks.map((verdict) => verdict.model + (verdict.protected_against ? " (protected against)" : ""));
+  const head = element("tr", {}, element("th", { text: "top-1 under each check (✓: differs from the original's)" }),
     ...models.map((model) => element("th", { text: model })));
   const rows = result.checks[0].checks.map((row, i) => element("tr", {}, element("td", { text: row.check }),
     ...result.checks.map((verdict) => {
       const check = verdict.checks[i];
       return element("td", { class: check.holds ? "holds" : "fails",
-        title: `original: ${check.original_top1}; protected: ${check.top1}`, text: check.holds ? "✓ holds" : `✗ ${check.top1}` });
+        title: `original: ${check.original_top1}; protected: ${check.top1}`, text: check.holds ? `✓ ${check.top1}` : `✗ ${check.top1}` });
     })));
-  const details = element("details", { class: "checks", open: "" },
-    element("summary", { text: `Check: holds in ${result.holds} of ${result.checked} tests` +
-      " (re-encoded as a site would, and on other models)" }),
-    element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)));
-  if (result.checks[0].checks.some((check) => !check.holds)) {
-    details.append(element("p", { class: "note", text: "Where a test fails, a site that re-encodes or shrinks the " +
-      "photo may undo the protection: for such sites, protect it again at strength medium or high." }));
-  } else if (result.holds < result.checked) {
-    details.append(element("p", { class: "note", text: "Other models than the one protected against may still " +
-      "recognise the scene where a test fails." }));
-  }
-  return details;
+  const psnr = result.psnr == null ? "∞" : result.psnr.toFixed(1);
+  return element("details", { class: "details" }, element("summary", { text: "Technical details" }),
+    element("p", { text: `Top-1 of ${result.checks[0].model} before: ${result.before.name} (${percent(result.before.probability)}); ` +
+      `after: ${result.after.name} (${percent(result.after.probability)}); ${result.iterations} iterations.` }),
+    element("p", { text: `Butteraugli ${number(result.butteraugli, 2)} (1.0: just noticeable; JPEG quality 85 of a ` +
+      `typical photo scores 1.1-1.6, quality 75 2.5-2.8); PSNR ${psnr} dB; SSIM ${number(result.ssim, 4)}.` }),
+    element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)),
+    element("p", { class: "note", text: `${result.holds} of ${result.checked} checks hold: the file as saved and ` +
+      "re-encoded as JPEG at quality 75 and 50, at full and half size, each judged by every classifier." }));
 }
 
 function again() {
@@ -306,11 +332,24 @@ async function forget() {
   gone("Deleted from the server.");
 }
 
+// What the classifiers protected against name, and how to protect against a scene classifier instead.
+function showClassifier() {
+  const about = $("classifier");
+  if (config.names === "scenes") {
+    about.textContent = "This server protects against a scene classifier (Places365), which names places such as " +
+      "“bedroom” or “bar”.";
+  } else if (config.names === "objects") {
+    about.append("This server protects against an ImageNet classifier, which names objects rather than places " +
+      "(a photo it sees as “monastery” may come out as “wood rabbit”). To protect against a scene classifier, " +
+      "start it with ", element("code", { text: "scenepriv serve --model resnet50-places365" }),
+      " (the model is downloaded on first use).");
+  }
+}
+
 async function main() {
   config = await (await fetch("/api/config")).json();
   $("formats").textContent = `JPEG, PNG, HEIC, WebP; up to ${config.max_upload_mb} MB each, ${config.max_photos} at once`;
-  const others = config.other_models.length ? `; checked also on ${config.other_models.join(", ")}` : "";
-  if (config.models.length) $("about").append(` Protecting against ${config.models.join(" + ")}${others}.`);
+  showClassifier();
   showStrengths();
   setUpPicking();
   $("start").addEventListener("click", start);
