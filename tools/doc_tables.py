@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's presets, whatever is installed
 
+OPENING = re.compile(r"^<!-- table: [a-z0-9-]+ -->$", re.M)
 MARKER = re.compile(r"^<!-- table: (?P<name>[a-z0-9-]+) -->\n(?P<body>.*?)^<!-- /table -->$", re.M | re.S)
 MODEL_NAMES = {"resnet50": "ResNet-50", "efficientnet-lite0": "EfficientNet-Lite0"}
 # A judge's verdict whose top-1 to top-2 margin is below this could go either way with the exact weights: the
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     differing = 0
     for path in args.files or documents():
         text = path.read_text()
-        if text.count("<!-- table: ") != len(MARKER.findall(text)):
+        if len(OPENING.findall(text)) != len(MARKER.findall(text)):
             raise SystemExit(f"error: {path}: a '<!-- table: NAME -->' marker without its '<!-- /table -->'")
         new, changed = render(text, str(path))
         shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
