@@ -9,7 +9,7 @@
 Protects every photo of PHOTOS at full size against each surrogate (a comma-separated ensemble: zoo model names,
 surrogate files ``*.npz`` of tools/train_surrogate.py, or ``NAME@CHECKPOINT`` for a zoo model with another
 checkpoint of its architecture) with each setting (a ``--strength`` of scenepriv, or ``transfer-3``: the transfer
-preset within 3/255 x w, the less visible form the README names), then judges the saved image with ``--judge``
+preset within 3/255 x w, the less visible form docs/transfer.md names), then judges the saved image with ``--judge``
 (never protected against; Lite2 is never trained, tuned or selected on) and measures butteraugli against the
 original. Writes one JSON line per photo (``kind: photo``) as it goes, so a run cut short keeps what it measured.
 ``--table`` summarises such lines per (photo folder, surrogate, setting, judge): the share of photos whose

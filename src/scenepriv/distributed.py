@@ -174,7 +174,7 @@ def _photo_size(source) -> tuple[int, int] | None:
 def local_batches(pairs: Sequence[tuple[Any, Any]], job: Job) -> list[list[int]]:
     """The indices of ``pairs`` grouped as :func:`scenepriv.pipeline.protect_files` groups them: consecutive
     photos of one size, at most ``job.batch_size`` and about 16 megapixels; a photo that cannot be read alone.
-    float32 results depend on a batch's composition (README, "Many photos"), so the cluster keeps these batches.
+    float32 results depend on a batch's composition (docs/cluster.md), so the cluster keeps these batches.
     Sizes come from the headers, read by 16 threads here (local files) or through pyarrow (URIs)."""
     with ThreadPoolExecutor(max_workers=16) as readers:
         sizes = list(readers.map(_photo_size, [source for source, _ in pairs]))

@@ -16,7 +16,7 @@ def keep_freed_memory() -> bool:
     By default glibc gives each allocation above 32 MiB its own mapping and unmaps it when freed,
     so a loop that allocates the same activations every iteration (a ResNet-50 layer at batch 16
     is 51 MB) faults the same pages in again each time: measured here, it cut the time per
-    image-iteration by about 10% (README, "Speed"). The cost: freed memory stays with the process
+    image-iteration by about 10% (docs/speed.md, "Options and defaults"). The cost: freed memory stays with the process
     until it exits, and allocations of many different sizes (full-size photos, random JPEG views)
     fragment the heap: 3.3-3.9 GB instead of 2.5 GB for three 12-megapixel photos. So the command
     line applies it to work at the model's input size only (``evaluate``, ``protect --size model``).

@@ -129,7 +129,7 @@ class Settings:
             raise ValueError("set one bound: texture_budget (per pixel, by the texture mask) or max_perturbation")
 
 
-# The strength used when none is named: it holds through a platform's re-encoding (README, "Strength").
+# The strength used when none is named: it holds through a platform's re-encoding (docs/strength.md).
 DEFAULT_STRENGTH = "medium"
 
 
@@ -147,7 +147,7 @@ class Strength:
     all_resamplers: bool = False
 
 
-# Named sets of settings for full-size photos, from measurements on real photos (README, "Strength"): how
+# Named sets of settings for full-size photos, from measurements on real photos (docs/strength.md): how
 # visible the protection may be against how much re-encoding it survives. Options given beside one win.
 PRESETS: dict[str, Strength] = {
     # least visible: each step 0.5/255 weighted by local texture, each pixel within 1/255 x its weight, that
@@ -179,7 +179,7 @@ PRESETS: dict[str, Strength] = {
     # regions some of the step) within 6/255 x w, whether or not the target already leads, gradients that also see
     # two randomly shrunk and shifted views of the photo (input diversity); a photo whose target does not lead with
     # p >= 0.5 by then goes on, its bound doubled, up to 400. Of the settings tried on real photos, the one that
-    # changed the held-out judge most often at the least visibility (docs, "Transfer")
+    # changed the held-out judge most often at the least visibility (docs/transfer.md)
     "transfer": Strength(
         {"eps": 1 / 255, "texture_mask": 0.005, "texture_budget": 6 / 255, "budget_growth": 200, "min_iter": 200,
          "max_iter": 400, "threshold": 0.5, "diversity": 2, "work_size": 2000},

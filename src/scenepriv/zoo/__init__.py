@@ -110,7 +110,7 @@ def load_classifier(
     ``resize`` is how a photo of any size is brought to the model's input size
     (see :func:`scenepriv.transforms.resize_to_input`); the default is the paper's.
     ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``), ``channels_last``, ``compile`` and
-    ``fold_batch_norm`` are the speed options of :class:`Classifier` (README, "Speed"); the
+    ``fold_batch_norm`` are the speed options of :class:`Classifier` (docs/speed.md, "Classifier options"); the
     defaults keep the network's fp32 results (to float rounding: batch norms are folded, and the
     folded network is checked against the original at load; ``fold_batch_norm=False`` keeps the
     checkpoint's state dict), and ``precision="auto"`` is 2-3x faster on CPUs with AMX, as
