@@ -359,11 +359,12 @@ def command_verify(args: argparse.Namespace, console: Console) -> int:
     judges = [_classifier(args), *(_classifier(args, name) for name in args.models if name != args.model)]
     preset = PRESETS[args.strength]
     own = judges[0].resize if judges[0].resize in RESAMPLERS else "bilinear-antialias"
+    chosen = args.jpeg is not None or args.scale is not None or args.resamplers
     args.jpeg = list(preset.jpeg) if args.jpeg is None else args.jpeg
     args.scale = list(preset.scales) if args.scale is None else args.scale
     args.resamplers = args.resamplers or (list(RESAMPLERS) if preset.all_resamplers else [own])
     all_checks = verify.checks(args.jpeg, args.scale, args.resamplers)
-    console.info(f"checking what {args.strength} promises: the file as saved"
+    console.info(("checking" if chosen else f"checking what {args.strength} promises:") + " the file as saved"
                  + (f" and after JPEG {', '.join(map(str, args.jpeg))}" if args.jpeg else "")
                  + f" at scale {', '.join(f'{s:g}' for s in args.scale)}, through {', '.join(args.resamplers)}"
                  + " (--strength, --jpeg, --scale, --resamplers check others)")

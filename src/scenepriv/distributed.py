@@ -36,13 +36,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import pipeline
+from .images import ORIENTATION
 from .pipeline import FileResult, Job, Report
 from .settings import ScenePrivError
 from .zoo import Models
 
 CHUNKS_PER_WORKER = 4  # chunks per worker at least, so that the workers finish together
 CHUNK_PHOTOS = 64  # photos in a chunk at most: a killed worker's chunk is protected again
-ORIENTATION = 0x0112  # EXIF orientations 5-8 turn the photo by 90 degrees
 ENVIRONMENT = ("SCENEPRIV_PLACES365_URL", "SCENEPRIV_CACHE_DIR")  # carried to the workers of a remote cluster
 
 
@@ -165,7 +165,7 @@ def _photo_size(source) -> tuple[int, int] | None:
             opened = open(source, "rb")  # noqa: SIM115 (closed below)
         with opened, Image.open(opened) as image:
             width, height = image.size
-            turned = image.getexif().get(ORIENTATION) in (5, 6, 7, 8)
+            turned = image.getexif().get(ORIENTATION) in (5, 6, 7, 8)  # turned by 90 degrees
     except Exception:  # noqa: BLE001 (any damage: the photo is decoded, and its error said, by the pipeline)
         return None
     return (width, height) if turned else (height, width)
