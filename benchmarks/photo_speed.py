@@ -98,7 +98,7 @@ def main() -> None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder / "before")],
                                capture_output=True)
     if args.json:
-        args.json.write_text(json.dumps({"photo": str(photo), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"photo": photo.name, "rows": rows}, indent=2) + "\n")
     head = "| MP | strength | " + ("before s / GB | " if args.before else "") + "after s / GB |" + (
         " after / before (time) |" if args.before else "")
     print(head)
