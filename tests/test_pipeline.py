@@ -103,3 +103,21 @@ def test_progress_follows_the_steps_of_each_batch(folder, tmp_path, tiny_classif
     for batch in batches:
         steps = [step for sources, stage, step in calls if tuple(p.name for p in sources) == batch and stage == "step"]
         assert steps == list(range(len(steps))) and 1 <= len(steps) <= 5
+
+
+def test_auto_format_writes_jpegs_for_jpegs_except_at_the_lossless_strength(tmp_path):
+    """--format auto: a JPEG for a JPEG photo (the default, medium: a file to upload), a PNG for a PNG, and PNGs
+    for every photo at low, whose change a JPEG's own loss would outweigh; an asked-for format wins."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (16, 16)).save(inputs / "a.jpg")
+    photo(inputs / "b.png", 0)
+
+    def names(**job) -> list[str]:
+        plan = pipeline.plan([inputs], tmp_path / "out", pipeline.Job(**job))
+        return sorted(output.name for _, output in plan.pairs)
+
+    assert names() == ["a.jpg", "b.png"]
+    assert names(strength="low") == ["a.png", "b.png"]
+    assert names(strength="low", format="jpeg") == ["a.jpg", "b.jpg"]
+    assert names(strength="high", format="png") == ["a.png", "b.png"]

@@ -11,7 +11,8 @@ A generated table sits between two markers, each on a line of its own:
 
 NAME is one of TABLES below: the strengths from ``scenepriv.settings.PRESETS``, the speed tables from
 ``benchmarks/results.json`` and ``benchmarks/quality.json``, the speed of whole photos from
-``benchmarks/photo_speed.json`` (written by ``benchmarks/photo_speed.py --json``), the transfer frontier from
+``benchmarks/photo_speed.json`` (written by ``benchmarks/photo_speed.py --json``), the presets measured on photos
+from ``docs/data/strengths.jsonl`` (``benchmarks/strengths.py --json``), the transfer frontier from
 ``docs/data/transfer-surrogates.jsonl``. Tables with no data file (earlier measurements) stay typed; their pages
 say so. Reads no model and imports no PyTorch: it runs in a second.
 """
@@ -191,6 +192,58 @@ def photo_speed() -> str:
     return markdown(head, "lr" + "r" * (len(head) - 2), table)
 
 
+# --- strengths on photos: docs/data/strengths.jsonl (benchmarks/strengths.py lines) ----------------------------
+
+
+def _measured_rows(columns: dict[str, Callable[[dict], str]]) -> list[list[str]]:
+    rows = []
+    for line in _json_lines("docs/data/strengths.jsonl"):
+        name = f"`{line['strength']}`" + ("" if line["format"] == "auto" else f" (`--format {line['format']}`)")
+        rows.append([name, *(cell(line) for cell in columns.values())])
+    return rows
+
+
+def _spread_of(line: dict) -> str:
+    distances = [d for d in line["butteraugli"] if d is not None]
+    return f"{statistics.median(distances):.2f} / {max(distances):.2f}"
+
+
+def _holds(check: str) -> Callable[[dict], str]:
+    return lambda line: " / ".join(f"{100 * line['holds'][f'{check}/{scale}']:.0f}%" for scale in ("x0.5", "x1"))
+
+
+def _judges(line: dict) -> str:
+    return " / ".join(f"{100 * share:.0f}%" for _, share in sorted(line["judges"].items()))
+
+
+MEASURED: dict[str, Callable[[dict], str]] = {
+    "butteraugli median / max": _spread_of,
+    "PSNR": lambda line: f"{line['psnr']:.1f} dB",
+    "SSIM": lambda line: f"{line['ssim']:.3f}",
+    "protected": lambda line: f"{100 * line['protected'] / line['photos']:.0f}%",
+    "holds: as saved": _holds("saved"),
+    "JPEG 95": _holds("jpeg95"),
+    "JPEG 75": _holds("jpeg75"),
+    "JPEG 50": _holds("jpeg50"),
+    "JPEG 25": _holds("jpeg25"),
+    "iterations": lambda line: f"{line['iterations']:.1f}",
+    "s/photo": lambda line: f"{line['seconds_per_photo']:.1f}",
+    "Lite1 / Lite2 top-1 changed": _judges,
+}
+SHORT = ("butteraugli median / max", "holds: as saved", "JPEG 50", "JPEG 25", "s/photo", "Lite1 / Lite2 top-1 changed")
+
+
+def strengths_measured() -> str:
+    """The presets run as a user runs them on the held-out photos (benchmarks/strengths.py), every column."""
+    return markdown(("strength", *MEASURED), "l" + "r" * len(MEASURED), _measured_rows(MEASURED))
+
+
+def strengths_measured_short() -> str:
+    """The same, the README's columns."""
+    columns = {name: MEASURED[name] for name in SHORT}
+    return markdown(("strength", *columns), "l" + "r" * len(columns), _measured_rows(columns))
+
+
 # --- transfer: docs/data/transfer-surrogates.jsonl (benchmarks/frontier.py lines) --------------------------------
 
 def _frontier(photos: str) -> dict[tuple[str, str], list[dict]]:
@@ -255,6 +308,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "speed-options": speed_options,
     "speed-quality": speed_quality,
     "photo-speed": photo_speed,
+    "strengths-measured": strengths_measured,
+    "strengths-measured-short": strengths_measured_short,
     "frontier-heldout": frontier_heldout,
     "frontier-tuning": frontier_tuning,
 }

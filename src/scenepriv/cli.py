@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout (messages on stderr)")
     p.add_argument("--format", default="auto", choices=["auto", "png", "jpeg"],
                    help="output format; auto (default): a JPEG for a JPEG, HEIC, WebP or AVIF photo (a file you can "
-                        "upload, the protection checked on that file), a PNG for a lossless one")
+                        "upload, the protection checked on that file), a PNG for a lossless one and at --strength "
+                        "low")
     p.add_argument("--quality", type=JPEG_QUALITY,
                    help="JPEG quality 1-100 of JPEG outputs (default: the photo's own, within 85-95; 90 for a photo "
                         "that was not a JPEG)")

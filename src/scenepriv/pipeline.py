@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .settings import DEFAULT_STRENGTH, METHODS, STRENGTHS, ScenePrivError, Settings
+from .settings import DEFAULT_STRENGTH, METHODS, PRESETS, STRENGTHS, ScenePrivError, Settings
 
 BATCH_PIXELS = 16_000_000  # the most pixels protected in one batch
 T = TypeVar("T")
@@ -45,6 +45,12 @@ class Job:
     quality: int | None = None  # JPEG quality; None: the photo's own (85-95), 90 for one that was not a JPEG
     keep_metadata: bool = False  # EXIF without location; a valid colour profile is always kept
     compare: Path | None = None  # also write the most changed crop, original | protected, under this folder
+
+    @property
+    def output_format(self) -> str:
+        """``format``, where ``auto`` means PNG for a lossless strength (``low``: a JPEG's loss would show)."""
+        preset = PRESETS.get(self.strength)
+        return "png" if self.format == "auto" and preset is not None and preset.lossless else self.format
 
 
 @dataclass
@@ -149,11 +155,12 @@ def plan(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, job: Jo
     if uris:  # a cluster's file systems: listed by pyarrow (scenepriv.distributed)
         from .distributed import find_pairs
 
-        result.pairs = find_pairs(inputs, output, recursive=recursive, problems=result.problems, format=job.format)
+        result.pairs = find_pairs(inputs, output, recursive=recursive, problems=result.problems,
+                                  format=job.output_format)
     else:
         sources = find_images([Path(name) for name in inputs], recursive=recursive, problems=result.problems,
                               skipped=result.unreadable)
-        result.pairs = output_pairs(sources, Path(output), job.format)
+        result.pairs = output_pairs(sources, Path(output), job.output_format)
     folders = {Path(name).resolve() for name in inputs if "://" not in str(name) and Path(name).is_dir()}
     if not uris and Path(output).resolve() in folders:
         raise ScenePrivError(f"-o {shown(output)} is an input folder; protected photos would replace the originals: "

@@ -138,13 +138,15 @@ class Strength:
     """A named preset: its settings, what it is for in words (the help, the web page and the README show them), and
     the re-encodings it is confirmed to hold through (what ``scenepriv verify`` checks by default for it): every
     combination of ``jpeg`` qualities (and the file as saved) and ``scales``, through every resampler when
-    ``all_resamplers``, else through the resize of the classifier protected against."""
+    ``all_resamplers``, else through the resize of the classifier protected against. ``lossless``: its outputs
+    are PNGs unless a format is asked for (a JPEG's own loss would show more than the change)."""
 
     settings: dict
     promise: str
     jpeg: tuple[int, ...] = ()
     scales: tuple[float, ...] = (1.0,)
     all_resamplers: bool = False
+    lossless: bool = False
 
 
 # Named sets of settings for full-size photos, from measurements on real photos (docs/strength.md): how
@@ -155,8 +157,8 @@ PRESETS: dict[str, Strength] = {
     "low": Strength(
         {"eps": 0.5 / 255, "texture_mask": 0.02, "texture_budget": 1 / 255, "budget_growth": 20, "threshold": 0.5,
          "max_iter": 200},
-        "least visible; holds on the file as saved, for the classifier protected against (with its own resize), not "
-        "through a site's re-encoding: for files shared as they are"),
+        "least visible; holds on the file as saved (a PNG), for the classifier protected against (with its own "
+        "resize), not through a site's re-encoding: for files shared as they are", lossless=True),
     # steps of 2/255 weighted by texture within 2/255 x the weight, that bound widening every 10 iterations,
     # through two random platform re-encodings per step (resizing, JPEG 50-95), stopping only once real JPEG 50, 75
     # and 95 re-encodings at full and half size hold; then scaled down as far as that still holds (5 halvings);

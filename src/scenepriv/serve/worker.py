@@ -98,10 +98,10 @@ class Worker:
         """Protect the job's photos, checking each as it is written; stop where the page deleted the job."""
         lock = self.store.lock
         entries = [entry for entry in job.entries if entry.source is not None]
-        pairs = pipeline.output_pairs([(entry.source, Path(entry.source.stem)) for entry in entries],
-                                      job.folder / "protected")
         _, settings = pipeline.resolve_settings(strength=job.strength)
         work = pipeline.Job(settings=settings, strength=job.strength, seed=self.seed, batch_size=1)
+        pairs = pipeline.output_pairs([(entry.source, Path(entry.source.stem)) for entry in entries],
+                                      job.folder / "protected", work.output_format)
         models = self.loaded_models()
         with lock:
             entries[0].state = "protecting"
