@@ -154,29 +154,31 @@ def test_a_norm_whose_convolution_output_is_also_read_elsewhere_is_not_folded():
 
 def test_keep_freed_memory_applies_exactly_where_glibc_runs():
     """mallopt answers 1 for each setting it takes: a wrong parameter number would make this False."""
-    from scenepriv.runtime import keep_freed_memory
+    from scenepriv.runtime import PHOTO_HEAP_BLOCKS, keep_freed_memory
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
+    assert keep_freed_memory(PHOTO_HEAP_BLOCKS) is glibc
 
 
 HEAP_OF_A_FREED_PHOTO = """
 import ctypes, sys, torch
-from scenepriv.runtime import keep_freed_memory
+from scenepriv.runtime import PHOTO_HEAP_BLOCKS, keep_freed_memory
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
                  "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
-if sys.argv[1] == "keep":
-    keep_freed_memory()
+if sys.argv[1] != "default":
+    keep_freed_memory(None if sys.argv[1] == "keep" else PHOTO_HEAP_BLOCKS)
 x = torch.rand(3, 3000, 4000)  # a 12-megapixel photo in float32: 144 MB
 y = x.clone()
 mapped_while_used = libc.mallinfo2().hblkhd
 del y
 info = libc.mallinfo2()
-print(mapped_while_used >> 20, info.hblkhd >> 20, info.arena >> 20)
+work = torch.rand(3, 1500, 2000)  # its working copy at half size: 36 MB
+print(mapped_while_used >> 20, info.hblkhd >> 20, info.arena >> 20, (libc.mallinfo2().hblkhd - info.hblkhd) >> 20)
 """
 
 
@@ -187,11 +189,16 @@ def test_kept_memory_stays_in_the_heap_instead_of_being_unmapped():
     (glibc's own counters: deterministic, unlike counting page faults, which depends on where a block lands.)"""
     runs = {mode: [int(v) for v in subprocess.run([sys.executable, "-c", HEAP_OF_A_FREED_PHOTO, mode], check=True,
                                                  capture_output=True, text=True).stdout.split()]
-            for mode in ("default", "keep")}
-    mapped, mapped_after_free, _ = runs["default"]
+            for mode in ("default", "keep", "photo")}
+    mapped, mapped_after_free, _, work_mapped = runs["default"]
     assert mapped >= 2 * 137 and mapped_after_free <= mapped - 137, runs  # the freed block went back to the OS
-    mapped, mapped_after_free, heap = runs["keep"]
+    assert work_mapped >= 34, runs  # a 36 MB block is mapped on its own
+    mapped, mapped_after_free, heap, work_mapped = runs["keep"]
     assert mapped < 137 and mapped_after_free < 137 and heap >= 2 * 137, runs  # in the heap, kept after free
+    assert work_mapped == 0, runs
+    mapped, mapped_after_free, _, work_mapped = runs["photo"]
+    assert mapped >= 2 * 137 and mapped_after_free <= mapped - 137, runs  # full-size floats: mapped, given back
+    assert work_mapped == 0, runs  # the working copy from the heap
 
 
 def test_protect_runs_fast_by_default_and_the_measuring_commands_run_the_network_in_fp32():

@@ -188,3 +188,22 @@ def test_the_confirmation_is_every_robust_check_on_every_model(tiny_classifier):
                 all(top1 == int(label) for top1 in verify.top1_under_checks(tiny_classifier, image, harshest))
                 for image, label in zip(images, labels, strict=True)])
             assert bool((after_the_first_stage & ~expected).any())  # some fail only at a milder quality
+        # Each image that fails names a check it does fail; tried first next time, the verdict stays the same
+        failed = [None] * len(images)
+        assert torch.equal(methods.holds_on_reencodings(ensemble, images, labels, targeted=True, failed=failed),
+                           expected)
+        for image, label, check, holds in zip(images, labels, failed, expected, strict=True):
+            assert (check is None) is bool(holds)
+            assert check is None or any(verify.top1_under_checks(model, image, [check]) != [int(label)]
+                                        for model in ensemble)
+        seen: list = []
+
+        def recorded(*args, original=methods.platform_versions, seen=seen, **options):
+            seen.append(args[1])
+            return original(*args, **options)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(methods, "platform_versions", recorded)
+            again = methods.holds_on_reencodings(ensemble, images, labels, targeted=True, failed=list(failed))
+        assert torch.equal(again, expected)
+        assert set(seen[0]) == {check for check in failed if check is not None}

@@ -11,10 +11,10 @@ A generated table sits between two markers, each on a line of its own:
 
 NAME is one of TABLES below: the strengths from ``scenepriv.settings.PRESETS``, the speed tables from
 ``benchmarks/results.json`` and ``benchmarks/quality.json``, the speed of whole photos from
-``benchmarks/photo_speed.json`` (written by ``benchmarks/photo_speed.py --json``), the presets measured on photos
-from ``docs/data/strengths.jsonl`` (``benchmarks/strengths.py --json``), the transfer frontier from
-``docs/data/transfer-surrogates.jsonl``. Tables with no data file (earlier measurements) stay typed; their pages
-say so. Reads no model and imports no PyTorch: it runs in a second.
+``benchmarks/photo_speed.json`` and ``photo_speed_heap.json`` (written by ``benchmarks/photo_speed.py --json``),
+the presets measured on photos from ``docs/data/strengths.jsonl`` (``benchmarks/strengths.py --json``), the
+transfer frontier from ``docs/data/transfer-surrogates.jsonl``. Tables with no data file (earlier measurements)
+stay typed; their pages say so. Reads no model and imports no PyTorch: it runs in a second.
 """
 
 from __future__ import annotations
@@ -169,9 +169,9 @@ def speed_quality() -> str:
     return markdown(("classifier", "success", "fp32 judge", "mean iterations", "PSNR", "SSIM"), "lrrrrr", rows)
 
 
-def photo_speed() -> str:
+def photo_speed(path: str = "benchmarks/photo_speed.json") -> str:
     """Seconds and peak memory of one protect run per photo size and strength (benchmarks/photo_speed.py --json)."""
-    rows = _json("benchmarks/photo_speed.json")["rows"]
+    rows = _json(path)["rows"]
     before = any("before" in row for row in rows)
 
     def cell(result: dict) -> str:
@@ -308,6 +308,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "speed-options": speed_options,
     "speed-quality": speed_quality,
     "photo-speed": photo_speed,
+    "photo-speed-heap": lambda: photo_speed("benchmarks/photo_speed_heap.json"),
     "strengths-measured": strengths_measured,
     "strengths-measured-short": strengths_measured_short,
     "frontier-heldout": frontier_heldout,

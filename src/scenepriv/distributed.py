@@ -232,11 +232,10 @@ class Protector:
                  exit_after_first_photo: str | None = None) -> None:
         import torch
 
-        from .runtime import keep_freed_memory
+        from .runtime import PHOTO_HEAP_BLOCKS, keep_freed_memory
 
         torch.set_num_threads(max(1, threads))
-        if job.size == "model":
-            keep_freed_memory()  # as the command line does for 224 px work
+        keep_freed_memory(None if job.size == "model" else PHOTO_HEAP_BLOCKS)  # as the command line does
         self.job, self.staging, self.models, self.problem = job, staging, [], None
         try:
             self.models = models.load(job.size)

@@ -15,7 +15,7 @@ import torch
 
 from . import metrics, resolution, targets
 from .attack import Bound, Direction, Goal, Views, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
-from .reencode import ROBUST_CHECKS, Check, platform_versions
+from .reencode import ROBUST_CHECKS, Check, forget, platform_versions
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
 from .zoo import Classifier
@@ -218,14 +218,14 @@ class _Confirmation:
                  copy: resolution.WorkingCopy) -> None:
         self.ensemble, self.targeted, self.settings, self.copy = ensemble, targeted, settings, copy
         self.needed = settings.robust or copy.judged_as_saved
+        self.failed: dict[tuple[str, int], Check] = {}  # per stage and photo, the check that last failed: tried first
 
     def __call__(self, saved: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor,
                  exact: bool = True) -> torch.Tensor:
         robust, proxy = self.settings.robust, self.copy.judged_as_saved
         holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
         if robust and (proxy or not exact):
-            holds = holds_on_reencodings(self.ensemble, saved, goals, targeted=self.targeted, judge="fast",
-                                         factor=self.copy.factor)
+            holds = self._reencoded("work", rows, saved, goals, judge="fast", factor=self.copy.factor)
         if not exact or not proxy and not robust or not bool(holds.any()):
             return holds
         rows, kept = rows[holds], holds.nonzero().squeeze(1)
@@ -237,8 +237,18 @@ class _Confirmation:
                                  threshold=self.settings.threshold) for model in self.ensemble]).all(0)
         if robust and bool(holds.any()):
             still = holds[kept]
-            holds[kept[still]] = holds_on_reencodings(self.ensemble, photos[still], goals[kept[still]],
-                                                      targeted=self.targeted, judge="exact" if proxy else "both")
+            photos = photos if bool(still.all()) else photos[still]  # a full-size copy only where some failed
+            holds[kept[still]] = self._reencoded("saved", rows[still], photos, goals[kept[still]],
+                                                 judge="exact" if proxy else "both")
+        return holds
+
+    def _reencoded(self, stage: str, rows: torch.Tensor, photos: torch.Tensor, goals: torch.Tensor,
+                   **options: Any) -> torch.Tensor:
+        """:func:`holds_on_reencodings` of ``photos`` (the batch's ``rows``), each photo's check that failed last time
+        at this ``stage`` tried first: after one more step it is the likeliest to fail again."""
+        failed = [self.failed.get((stage, int(row))) for row in rows]
+        holds = holds_on_reencodings(self.ensemble, photos, goals, targeted=self.targeted, failed=failed, **options)
+        self.failed.update({(stage, int(row)): check for row, check in zip(rows, failed, strict=True) if check})
         return holds
 
 
@@ -273,7 +283,8 @@ def _shrink(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, en
 
 
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
-                         *, targeted: bool, judge: str = "both", factor: int = 1) -> torch.Tensor:
+                         *, targeted: bool, judge: str = "both", factor: int = 1,
+                         failed: list[Check | None] | None = None) -> torch.Tensor:
     """(N,) whether the goal holds on the top-1 of every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG,
     each resampler) for every model. ``judge``: ``"exact"``, in the model's own precision (what a verdict on a saved
     photo is judged by); ``"fast"``, by its fast path (bf16 where it pays: a guide, not a verdict); ``"both"``, the
@@ -281,19 +292,23 @@ def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: t
     the one that fails most first, then quality by quality, harshest first, each stage only on the images that held
     so far (a candidate that fails at once costs one re-encoding). ``factor`` k: ``saved`` is the photo shrunk k
     times, the scales of the checks are the photo's (a check whose scale would enlarge it is made at its own
-    size)."""
+    size). ``failed`` (one entry per photo, or None): checks to try before all others, and where a photo fails,
+    the check it failed is written there."""
     holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
     all_checks = list(dict.fromkeys(Check(check.quality, min(1.0, check.scale * factor), check.resampler)
                                     for check in ROBUST_CHECKS))
-    # The checks that fail most first (the harshest, on their own), then quality by quality
-    stages = [all_checks[:1]] + [[check for check in all_checks[1:] if check.quality == quality]
-                                 for quality in dict.fromkeys(check.quality for check in all_checks)]
+    # The checks that failed last time, then those that fail most (the harshest, on their own), then quality by quality
+    first = list(dict.fromkeys(check for check in failed or [] if check in all_checks)) or all_checks[:1]
+    stages = [first] + [[check for check in all_checks if check.quality == quality and check not in first]
+                        for quality in dict.fromkeys(check.quality for check in all_checks)]
+    stages = [checks for checks in stages if checks]
     caches: list[dict] = [{} for _ in range(len(saved))]  # the re-encoded photos, shared by stages and models
-    for model in (classifier if isinstance(classifier, Sequence) else [classifier]):
+    models = list(classifier) if isinstance(classifier, Sequence) else [classifier]
+    for model in models:
         passes = {"fast": [model], "exact": [model.exact], "both": [model, model.exact]}[judge]
         if model.autocast_dtype(saved.device) is None:  # no faster path: the fast one is the exact one
             passes = passes[:1]
-        for checks in stages:
+        for stage, checks in enumerate(stages):
             rows = holds.nonzero().squeeze(1)
             if len(rows) == 0:
                 return holds
@@ -301,12 +316,20 @@ def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: t
                                  for row in rows])
             for network in passes:
                 with torch.no_grad():
-                    reached = goal_reached(network(views.flatten(0, 1)), labels[rows].repeat_interleave(
-                        len(checks), dim=0), targeted=targeted, threshold=0.0).view(len(rows), len(checks)).all(1)
+                    each = goal_reached(network(views.flatten(0, 1)), labels[rows].repeat_interleave(
+                        len(checks), dim=0), targeted=targeted, threshold=0.0).view(len(rows), len(checks))
+                reached = each.all(1)
                 holds[rows[~reached]] = False
+                if failed is not None:
+                    first_failed = each[~reached].int().argmin(1).tolist()
+                    for row, check in zip(rows[~reached].tolist(), first_failed, strict=True):
+                        failed[row] = checks[check]
                 rows, views = rows[reached], views[reached]
                 if len(rows) == 0:
                     break
+            if model is models[-1]:  # no other model needs this stage's re-encodings: their memory goes
+                for cache in caches:
+                    forget(cache, checks, later=[check for later in stages[stage + 1:] for check in later])
     return holds
 
 

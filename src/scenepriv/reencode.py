@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
+import numpy as np
 import torch
 
 from .attack import to_uint8
@@ -37,7 +38,12 @@ def checks(qualities: list[int], scales: list[float], resamplers: list[str] | No
 def jpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode (3, H, W) in [0, 1] as a real JPEG with Pillow and decode it again (as a saved JPEG decodes)."""
     decoded = jpeg_pixels(to_uint8(pixels[None])[0], quality)
-    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float().div(255).to(pixels.device)
+    return _floats(decoded).to(pixels.device)
+
+
+def _floats(pixels: np.ndarray) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1] of an (H, W, 3) uint8 array, with one float allocation."""
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255)
 
 
 def platform_version(pixels: torch.Tensor, check: Check, input_size: tuple[int, int]) -> torch.Tensor:
@@ -51,21 +57,39 @@ def platform_versions(pixels: torch.Tensor, all_checks: Sequence[Check], input_s
     re-encoding is made once for all the checks that share it (at scale 1 the JPEG does not depend on the
     resampler), and kept in ``cache`` (one dict per photo) for later calls on the same photo."""
     cache = {} if cache is None else cache  # 8-bit arrays (H, W, 3), a quarter of the memory of floats
-    floats: dict[tuple, torch.Tensor] = {}
+    floats: dict[tuple, torch.Tensor] = {}  # the decoded photo as floats, kept only until its last check
     height, width = pixels.shape[-2:]
+    keys = [_key(check) for check in all_checks]
+    last_use = {coded: i for i, coded in enumerate(keys)}
     views = []
-    for check in all_checks:
-        resized = (check.scale, None if check.scale == 1 else check.resampler)
+    for i, (check, coded) in enumerate(zip(all_checks, keys, strict=True)):
+        resized = coded[1:]
         if resized not in cache:  # the 8-bit photo the platform encodes
             size = (max(1, round(height * check.scale)), max(1, round(width * check.scale)))
             cache[resized] = to_uint8(resize(pixels[None], size, check.resampler))[0]
-        coded = (check.quality, *resized)
         if coded not in cache:
             cache[coded] = cache[resized] if check.quality is None else jpeg_pixels(cache[resized], check.quality)
         if coded not in floats:
-            floats[coded] = torch.from_numpy(cache[coded].copy()).permute(2, 0, 1).float().div(255).to(pixels.device)
+            floats[coded] = _floats(cache[coded]).to(pixels.device)
         views.append(resize(floats[coded][None], input_size, check.resampler)[0])
+        if last_use[coded] == i:
+            del floats[coded]
     return torch.stack(views)
+
+
+def forget(cache: dict, done: Sequence[Check], later: Sequence[Check] = ()) -> None:
+    """Drop from a photo's ``cache`` of :func:`platform_versions` the re-encodings of the checks ``done`` that no
+    check ``later`` shares (the resized photos stay)."""
+    needed = {_key(check) for check in later}
+    for check in done:
+        if check.quality is not None and _key(check) not in needed:
+            cache.pop(_key(check), None)
+
+
+def _key(check: Check) -> tuple:
+    """A check's re-encoding in a cache of :func:`platform_versions`: (quality, scale, resampler); its last two, the
+    resized photo. At scale 1 the resampler plays no part."""
+    return check.quality, check.scale, None if check.scale == 1 else check.resampler
 
 
 # What ``--robust`` confirms on the saved image before it stops: real JPEG at quality 50, 75 and 95, at full and
