@@ -119,6 +119,25 @@ def test_protect_reports_each_bad_file_and_converts_the_rest(tmp_path, capsys):
         assert re.search(rf"^{re.escape(row)}\s+\S", out, re.MULTILINE), out
 
 
+def test_a_jpeg_is_saved_with_its_own_chroma_subsampling(tmp_path, capsys):
+    """A 4:4:4 or 4:2:2 JPEG is not coarsened to 4:2:0 (its own loss would show), and the report says so."""
+    from PIL import JpegImagePlugin
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(32, 48, 3), dtype=np.uint8)
+    for subsampling in (0, 1, 2):
+        Image.fromarray(pixels).save(tmp_path / f"s{subsampling}.jpg", quality=90, subsampling=subsampling)
+    report = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "protect", tmp_path, "-o", tmp_path / "out", "--strength", "paper",
+                           "--max-iter", "2", "--report", report)
+    assert code in (0, 1) and len(read_report(report)) == 3, err  # saved, protected or not in two steps
+    names = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+    for record in read_report(report):
+        subsampling = int(Path(record["file"]).stem[1])
+        with Image.open(record["output"]) as image:
+            assert JpegImagePlugin.get_sampling(image) == subsampling
+        assert (record["jpeg_quality"], record["jpeg_subsampling"]) == (90, names[subsampling])
+
+
 # --- protect with the default settings --------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 import scenepriv
 from scenepriv import resolution, verify
 from scenepriv.attack import goal_reached, quantise
-from scenepriv.images import jpeg_quality
+from scenepriv.images import JpegFormat, jpeg_quality, jpeg_subsampling
 from scenepriv.perceptual import texture_weights
 
 
@@ -80,17 +80,20 @@ def test_a_large_photo_is_protected_at_half_size_and_judged_at_full_size(tiny_cl
     assert torch.equal(full_size.goals, result.goals)
 
 
-def test_a_photo_saved_as_jpeg_is_judged_as_its_file_decodes(tiny_classifier):
+@pytest.mark.parametrize("jpeg", [80, JpegFormat(80, "4:4:4")])
+def test_a_photo_saved_as_jpeg_is_judged_as_its_file_decodes(tiny_classifier, jpeg):
     photos = smooth_photos(2, 64, 64, seed=3)
     result = scenepriv.protect(photos, tiny_classifier, seed=0, eps=4 / 255, threshold=0.3, max_iter=20,
-                               saved_quality=[80, None])
-    shown = torch.stack([verify.jpeg_round_trip(result.images[0], 80), result.images[1]])
+                               saved_as=[jpeg, None])
+    shown = torch.stack([verify.jpeg_round_trip(result.images[0], jpeg), result.images[1]])
+    other = JpegFormat(80, "4:2:0" if isinstance(jpeg, JpegFormat) else "4:4:4")
+    assert not torch.equal(shown[0], verify.jpeg_round_trip(result.images[0], other))  # the subsampling matters
     with torch.no_grad():
         logits = tiny_classifier(shown)
     assert torch.allclose(result.final_probabilities[0], logits.double().softmax(1), atol=1e-6)
     assert torch.equal(result.success, goal_reached(logits, result.goals, targeted=True, threshold=0.3))
-    with pytest.raises(ValueError, match="saved qualities"):
-        scenepriv.protect(photos, tiny_classifier, saved_quality=[80])
+    with pytest.raises(ValueError, match="saved formats"):
+        scenepriv.protect(photos, tiny_classifier, saved_as=[80])
 
 
 @pytest.mark.parametrize("quality", [30, 50, 75, 85, 92, 95, 100])
@@ -102,6 +105,22 @@ def test_a_jpegs_quality_is_read_from_its_tables(quality):
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
     assert jpeg_quality(Image.open(png)) is None
+
+
+@pytest.mark.parametrize(("subsampling", "orientation", "read"), [
+    (0, 1, "4:4:4"), (1, 1, "4:2:2"), (2, 1, "4:2:0"), (1, 6, "4:4:4"), (2, 8, "4:2:0")])
+def test_a_jpegs_chroma_subsampling_is_read_as_the_upright_photo_has_it(subsampling, orientation, read):
+    """4:2:2 halves the columns of the chroma; turned a quarter (orientations 5-8) they are the upright photo's
+    rows, which no subsampling Pillow writes halves alone: kept whole (4:4:4)."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, subsampling=subsampling, exif=exif)
+    assert jpeg_subsampling(Image.open(buffer)) == read
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    assert jpeg_subsampling(Image.open(png)) is None
 
 
 def test_the_checks_share_their_reencodings_and_give_what_each_check_alone_gives(tiny_classifier):

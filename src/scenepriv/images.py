@@ -63,6 +63,16 @@ class Photo:
     icc_profile: bytes | None = None  # an RGB colour profile, kept on output
     exif: bytes | None = None  # EXIF without location and with the orientation applied (for --keep-metadata)
     jpeg_quality: int | None = None  # a JPEG's quality, estimated from its luminance table (None: not a JPEG)
+    jpeg_subsampling: str | None = None  # a JPEG's chroma subsampling, upright (:func:`jpeg_subsampling`)
+
+
+@dataclass(frozen=True)
+class JpegFormat:
+    """How a JPEG is written: ``quality`` 1-100 and chroma ``subsampling``, one of Pillow's "4:4:4" (none), "4:2:2"
+    (half the columns) and "4:2:0" (half the columns and rows, what cameras and platforms write)."""
+
+    quality: int
+    subsampling: str = "4:2:0"
 
 
 def image_extensions() -> set[str]:
@@ -212,7 +222,7 @@ def load_photo(path: Path, dtype: torch.dtype = torch.float32) -> Photo:
                 warnings.append(f"animated image with {image.n_frames} frames: only the first is protected")
             image.load()
             icc_profile = _rgb_profile(image.info.get("icc_profile"), warnings)
-            quality = jpeg_quality(image)
+            quality, subsampling = jpeg_quality(image), jpeg_subsampling(image)
             upright, exif = _upright(image, warnings)
             rgb = _to_rgb(upright, warnings)
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -232,7 +242,7 @@ def load_photo(path: Path, dtype: torch.dtype = torch.float32) -> Photo:
         raise ImageError(f"{shown(path)}: too large to decode in the memory of this computer") from None
     except Exception as error:  # decoders raise anything on damaged data: TypeError, struct.error, IndexError...
         raise ImageError(f"{shown(path)}: unreadable image ({_reason(error)})") from None
-    return Photo(path, pixels, warnings, icc_profile, exif, quality)
+    return Photo(path, pixels, warnings, icc_profile, exif, quality, subsampling)
 
 
 # The luminance table of the JPEG standard (Annex K) for quality 50, in natural order, as libjpeg scales it.
@@ -257,6 +267,22 @@ GPS_IFD = 0x8825
 ORIENTATION = 0x0112
 
 
+def jpeg_subsampling(image: Image.Image) -> str | None:
+    """The coarsest of Pillow's subsamplings that loses none of a JPEG's chroma resolution, for the photo turned
+    upright: "4:2:0" where the chroma has half the luma's columns and rows (or fewer), "4:2:2" where only half its
+    columns (after the EXIF orientation's turn), else "4:4:4"; None for an image that is not a 3-component JPEG."""
+    layers = getattr(image, "layer", None) if image.format in ("JPEG", "MPO") else None
+    if not layers or len(layers) != 3:
+        return None
+    (_, luma_h, luma_v, _), chroma = layers[0], layers[1:]
+    halved_h = all(luma_h >= 2 * h for _, h, _, _ in chroma)
+    halved_v = all(luma_v >= 2 * v for _, _, v, _ in chroma)
+    with contextlib.suppress(Exception):  # orientations 5-8 turn the photo a quarter: columns become rows
+        if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):
+            halved_h, halved_v = halved_v, halved_h
+    return "4:2:0" if halved_h and halved_v else "4:2:2" if halved_h else "4:4:4"
+
+
 def _exif_without_location(image: Image.Image) -> bytes | None:
     """The EXIF of an upright copy, with the GPS block removed (and no orientation: it is in the pixels)."""
     exif = image.getexif()
@@ -267,10 +293,11 @@ def _exif_without_location(image: Image.Image) -> bytes | None:
     return exif.tobytes() if exif else None
 
 
-def jpeg_pixels(pixels: np.ndarray, quality: int) -> np.ndarray:
-    """(H, W, 3) uint8: what a JPEG of ``pixels`` at ``quality``, as :func:`save_image` writes it, decodes to."""
+def jpeg_pixels(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+    """(H, W, 3) uint8: what a JPEG of ``pixels`` at ``quality`` (and ``subsampling``), as :func:`save_image` writes
+    it, decodes to."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
     with Image.open(buffer) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -279,19 +306,20 @@ PNG_LEVEL = 3  # zlib level: measured on a 12-megapixel photo, 2.7x faster than 
 
 
 def save_image(
-    pixels: np.ndarray, path: Path, *, quality: int = 95, icc_profile: bytes | None = None, exif: bytes | None = None
+    pixels: np.ndarray, path: Path, *, quality: int = 95, subsampling: str = "4:2:0", icc_profile: bytes | None = None,
+    exif: bytes | None = None,
 ) -> list[str]:
     """Write an (H, W, 3) uint8 array atomically: a temporary file beside it, then a rename.
 
-    PNG (lossless) unless ``path`` ends in .jpg/.jpeg: then JPEG at ``quality`` with 4:2:0 chroma, as cameras and
-    platforms write it, so its pixels are exactly :func:`scenepriv.reencode.jpeg_round_trip`'s. Nothing but the given
-    colour profile and
-    EXIF is written: no XMP, IPTC or GPS data. EXIF that a JPEG cannot hold (over 64 KiB) is left out
-    and said in the returned warnings. Any failure raises ImageError naming ``path``, and leaves no
-    temporary file and any earlier ``path`` as it was.
+    PNG (lossless) unless ``path`` ends in .jpg/.jpeg: then JPEG at ``quality`` with ``subsampling`` (4:2:0 chroma
+    by default, as cameras and platforms write it), so its pixels are exactly
+    :func:`scenepriv.reencode.jpeg_round_trip`'s. Nothing but the given colour profile and EXIF is written: no
+    XMP, IPTC or GPS data. EXIF that a JPEG cannot hold (over 64 KiB) is left out and said in the returned
+    warnings. Any failure raises ImageError naming ``path``, and leaves no temporary file and any earlier ``path``
+    as it was.
     """
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-    options = {"quality": quality} if jpeg else {"compress_level": PNG_LEVEL}
+    options = {"quality": quality, "subsampling": subsampling} if jpeg else {"compress_level": PNG_LEVEL}
     if icc_profile:
         options["icc_profile"] = icc_profile
     if exif:

@@ -15,6 +15,7 @@ import torch
 
 from . import metrics, resolution, targets
 from .attack import Bound, Direction, Goal, Views, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
+from .images import JpegFormat
 from .reencode import ROBUST_CHECKS, Check, forget, platform_versions
 from .settings import METHODS, Settings
 from .transforms import PlatformViews, diverse_views
@@ -86,7 +87,7 @@ def protect(
     labels: torch.Tensor | None = None,
     seed: int | None = None,
     settings: Settings | None = None,
-    saved_quality: Sequence[int | None] | None = None,
+    saved_as: Sequence[int | JpegFormat | None] | None = None,
     progress: Callable[[str, int], None] | None = None,
     **overrides: Any,
 ) -> Protection:
@@ -99,10 +100,10 @@ def protect(
     ``images`` is a float tensor or NumPy array in [0, 1]; uint8 values (0-255) are divided by 255.
     ``labels`` (N,) are the true classes for the untargeted methods (default: the clean top-1).
     Settings come from ``settings`` and/or keyword overrides (``eps=0.004``, ``sigma=0.9`` ...).
-    ``saved_quality`` gives each image's JPEG quality when it will be saved as a JPEG (None: a lossless file):
-    the goal is then judged on the decoded JPEG, as the file will show it. ``progress(stage, step)`` is called as
-    the work goes: ``("step", n)`` before each step of the loop, ``("shrink", n)`` once before the change is scaled
-    down (``n``: the steps taken).
+    ``saved_as`` says how each image will be saved: as a JPEG (its quality, 4:2:0, or a
+    :class:`scenepriv.images.JpegFormat`) or losslessly (None); the goal is judged on the file as it will show it.
+    ``progress(stage, step)`` is called as the work goes: ``("step", n)`` before each step of the loop,
+    ``("shrink", n)`` once before the change is scaled down (``n``: the steps taken).
     The input is not modified; the returned images are 8-bit values, exactly what is saved.
     Images outside [0, 1], NaN pixels, an empty batch or a label count that differs raise ValueError.
     """
@@ -138,7 +139,7 @@ def protect(
 
     originals = images if was_8bit else quantise(images)
     copy = resolution.WorkingCopy(originals, settings.texture_mask, settings.work_size,
-                                  list(saved_quality or [None] * len(images)))
+                                  list(saved_as or [None] * len(images)))
     confirm = _Confirmation(ensemble, spec.targeted, settings, copy)
     transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
                 if getattr(settings, name) is not None]

@@ -22,9 +22,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .settings import DEFAULT_STRENGTH, METHODS, PRESETS, STRENGTHS, ScenePrivError, Settings
+
+if TYPE_CHECKING:
+    from .images import JpegFormat
 
 BATCH_PIXELS = 16_000_000  # the most pixels protected in one batch
 T = TypeVar("T")
@@ -65,14 +68,16 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def saved_quality(job: Job, photo: Any, output: str | os.PathLike) -> int | None:
-    """The JPEG quality ``photo`` is saved at (None: a PNG): ``job.quality``, or the photo's own quality within
-    85-95 (so the file is about as large as it was), 90 for a photo that was not a JPEG."""
+def saved_as(job: Job, photo: Any, output: str | os.PathLike) -> JpegFormat | None:
+    """How ``photo`` is saved: None for a PNG; for a JPEG, at ``job.quality`` or the photo's own quality within
+    85-95 (so the file is about as large as it was; 90 for a photo that was not a JPEG), with the photo's own chroma
+    subsampling (4:2:0 for one that was not a JPEG): a JPEG's own loss shows less than at a coarser one."""
+    from .images import JpegFormat
+
     if Path(output).suffix.lower() != ".jpg":
         return None
-    if job.quality is not None:
-        return job.quality
-    return 90 if photo.jpeg_quality is None else min(95, max(85, photo.jpeg_quality))
+    quality = job.quality or (90 if photo.jpeg_quality is None else min(95, max(85, photo.jpeg_quality)))
+    return JpegFormat(quality, photo.jpeg_subsampling or "4:2:0")
 
 
 def resolve_settings(method: str = "p-fgsm", size: str = "full", strength: str | None = None,
@@ -298,7 +303,7 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
 
     from . import metrics
     from .attack import to_uint8
-    from .images import ImageError, jpeg_pixels, load_photo, most_changed_crop, prefetch, save_image, shown
+    from .images import ImageError, JpegFormat, jpeg_pixels, load_photo, most_changed_crop, prefetch, save_image, shown
     from .methods import protect
     from .transforms import resize_to_input
 
@@ -332,8 +337,8 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
         try:
             sources = [photo.path for photo, _, _ in batch]
             result = protect(torch.stack([pixels for _, _, pixels in batch]), models, job.method, seed=job.seed,
-                             settings=job.settings, saved_quality=[saved_quality(job, photo, output)
-                                                                   for photo, output, _ in batch],
+                             settings=job.settings, saved_as=[saved_as(job, photo, output)
+                                                              for photo, output, _ in batch],
                              progress=None if progress is None else lambda stage, step: progress(sources, stage, step))
             return list(zip(batch, to_uint8(result.images), result.records, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
@@ -350,12 +355,12 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
         """In the writer thread: save the photo (and its comparison crop); measure how visible the change is on the
         file as saved. ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting
         thread."""
-        quality = saved_quality(job, photo, output)
-        warnings = save_image(pixels, output, quality=quality or 0, icc_profile=photo.icc_profile,
-                              exif=photo.exif if job.keep_metadata else None)
+        jpeg = saved_as(job, photo, output) or JpegFormat(0)
+        warnings = save_image(pixels, output, quality=jpeg.quality, subsampling=jpeg.subsampling,
+                              icc_profile=photo.icc_profile, exif=photo.exif if job.keep_metadata else None)
         original = original.permute(1, 2, 0).numpy() if original.dtype == torch.uint8 else to_uint8(original[None])[0]
-        if quality is not None:  # the file's own pixels: the perturbation and the JPEG's loss together
-            pixels = jpeg_pixels(pixels, quality)
+        if jpeg.quality:  # the file's own pixels: the perturbation and the JPEG's loss together
+            pixels = jpeg_pixels(pixels, jpeg.quality, jpeg.subsampling)
         if job.compare is not None:
             crop = Path(job.compare) / Path(output).relative_to(outdir).with_suffix(".png")
             save_image(most_changed_crop(original, pixels), crop)
@@ -367,8 +372,10 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
             saved_warnings, distance = future.result()
         except ImageError as error:
             return FileResult(photo.path, output, error=f"{shown(photo.path)}: {error}", warnings=warnings)
+        jpeg = saved_as(job, photo, output)
         record = {"file": str(photo.path), "output": str(output), "model": model_name, "run": run,
-                  "strength": job.strength, "jpeg_quality": saved_quality(job, photo, output), **record,
+                  "strength": job.strength, "jpeg_quality": jpeg and jpeg.quality,
+                  "jpeg_subsampling": jpeg and jpeg.subsampling, **record,
                   "butteraugli": distance}
         report.write(record)
         return FileResult(photo.path, output, record=record,

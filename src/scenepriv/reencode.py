@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .attack import to_uint8
-from .images import jpeg_pixels
+from .images import JpegFormat, jpeg_pixels
 from .settings import RESAMPLERS
 from .transforms import resize
 
@@ -35,9 +35,11 @@ def checks(qualities: list[int], scales: list[float], resamplers: list[str] | No
     return [Check(q, s, r) for q, s, r in product([None, *qualities], scales, resamplers or list(RESAMPLERS))]
 
 
-def jpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode (3, H, W) in [0, 1] as a real JPEG with Pillow and decode it again (as a saved JPEG decodes)."""
-    decoded = jpeg_pixels(to_uint8(pixels[None])[0], quality)
+def jpeg_round_trip(pixels: torch.Tensor, jpeg: int | JpegFormat) -> torch.Tensor:
+    """Encode (3, H, W) in [0, 1] as a real JPEG with Pillow (at a quality, 4:2:0, or as a :class:`JpegFormat` says)
+    and decode it again (as a saved JPEG decodes)."""
+    jpeg = jpeg if isinstance(jpeg, JpegFormat) else JpegFormat(jpeg)
+    decoded = jpeg_pixels(to_uint8(pixels[None])[0], jpeg.quality, jpeg.subsampling)
     return _floats(decoded).to(pixels.device)
 
 

@@ -14,6 +14,8 @@ re-encodings then judges the full-size file as saved.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -107,16 +109,16 @@ class PointViews:
 class WorkingCopy:
     """The photos protect() works on and what their files will show. ``originals`` (N, 3, H, W) are the 8-bit
     photos; with ``work_size`` a photo whose long side is at least that is worked on shrunk by :func:`factor`
-    (``work``, its texture ``weights`` the block means of the full-size ones); ``qualities`` are the JPEG qualities
-    the files will be saved at (None: a lossless file)."""
+    (``work``, its texture ``weights`` the block means of the full-size ones); ``saved_as`` says how each file will
+    be saved: a JPEG quality (4:2:0), a :class:`scenepriv.images.JpegFormat`, or None (a lossless file)."""
 
     def __init__(self, originals: torch.Tensor, texture_mask: float | None, work_size: int | None,
-                 qualities: list[int | None]) -> None:
+                 saved_as: list[Any]) -> None:
         from .perceptual import texture_weights
 
-        if len(qualities) != len(originals):
-            raise ValueError(f"{len(qualities)} saved qualities for {len(originals)} images")
-        self.originals, self.qualities = originals, qualities
+        if len(saved_as) != len(originals):
+            raise ValueError(f"{len(saved_as)} saved formats for {len(originals)} images")
+        self.originals, self.saved_as = originals, saved_as
         self.size = tuple(originals.shape[-2:])
         self.factor = factor(self.size, work_size)
         weights = None if texture_mask is None else texture_weights(originals, texture_mask)
@@ -124,7 +126,7 @@ class WorkingCopy:
         self.work_originals = self.work.clamp(0, 1).mul(255).round_().div_(255)  # what the loop measures against
         self.weights = None if weights is None else block_means(weights, self.factor)
         self.spread = None if self.factor == 1 else spread(weights, self.factor, self.size)
-        self.judged_as_saved = self.factor > 1 or any(quality is not None for quality in qualities)
+        self.judged_as_saved = self.factor > 1 or any(jpeg is not None for jpeg in saved_as)
 
     def full_size(self, saved: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The photos of ``rows`` with the change of ``saved`` (at the working size) carried to full size."""
@@ -139,9 +141,9 @@ class WorkingCopy:
         from .reencode import jpeg_round_trip
 
         photos = self.full_size(saved, rows)
-        if all(quality is None for quality in self.qualities) or len(rows) == 0:
+        if all(jpeg is None for jpeg in self.saved_as) or len(rows) == 0:
             return photos
-        return torch.stack([photo if self.qualities[row] is None else jpeg_round_trip(photo, self.qualities[row])
+        return torch.stack([photo if self.saved_as[row] is None else jpeg_round_trip(photo, self.saved_as[row])
                             for photo, row in zip(photos, rows.tolist(), strict=True)])
 
     def point_views(self, input_size: tuple[int, int]) -> PointViews | None:
