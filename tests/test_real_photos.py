@@ -207,3 +207,27 @@ def test_the_confirmation_is_every_robust_check_on_every_model(tiny_classifier):
             again = methods.holds_on_reencodings(ensemble, images, labels, targeted=True, failed=list(failed))
         assert torch.equal(again, expected)
         assert set(seen[0]) == {check for check in failed if check is not None}
+
+
+@pytest.mark.parametrize("size", [48, 128])
+def test_a_verdict_at_full_size_reencodes_the_file_alone(tiny_classifier, monkeypatch, size):
+    """A photo worked on at full size and saved as a JPEG is judged on its file's re-encodings only (its working
+    copy's would cost as much and decide nothing); one worked on smaller is first screened at the working size."""
+    from scenepriv.images import JpegFormat
+    from scenepriv.resolution import WorkingCopy
+    from scenepriv.settings import Settings
+
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).mul(255).round().div(255)
+    copy = WorkingCopy(images, 0.02, 64, [JpegFormat(90), JpegFormat(90)])
+    confirm = methods._Confirmation([tiny_classifier], True, Settings(robust=True, threshold=0.01), copy)
+    stages: list = []
+    monkeypatch.setattr(methods, "holds_on_reencodings",
+                        lambda *args, judge, factor=1, **options: stages.append((judge, factor)) or
+                        torch.ones(len(args[1]), dtype=torch.bool))
+    with torch.no_grad():
+        goals = tiny_classifier(copy.as_saved(copy.work, torch.arange(2))).argmax(1)
+    assert confirm(copy.work, goals, torch.arange(2)).all()
+    assert stages == ([("exact", 1)] if size < 64 else [("fast", 2), ("exact", 1)])
+    stages.clear()
+    confirm(copy.work, goals, torch.arange(2), exact=False)  # a search's guide: the working copy's stage alone
+    assert stages == [("fast", copy.factor)]

@@ -210,10 +210,10 @@ def _views(settings: Settings, seed: int | None, input_size: tuple[int, int],
 
 class _Confirmation:
     """Whether the goal holds on the files of a batch's ``rows`` and, with ``robust``, on their real re-encodings,
-    in stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (when working
-    smaller or saving a JPEG), then the photo as its file shows it (full size, through its JPEG) judged by the fast
-    path, its re-encodings by the fast path then in the model's own precision. ``exact=False`` stops after the first
-    stage: a search's guide (shrink), not a verdict."""
+    in stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (only when working
+    smaller: at full size the file's own cost as much), then the photo as its file shows it (full size, through its
+    JPEG) judged by the fast path, its re-encodings by the fast path then in the model's own precision.
+    ``exact=False`` stops after the first stage: a search's guide (shrink), not a verdict."""
 
     def __init__(self, ensemble: list[Classifier], targeted: bool, settings: Settings,
                  copy: resolution.WorkingCopy) -> None:
@@ -225,7 +225,7 @@ class _Confirmation:
                  exact: bool = True) -> torch.Tensor:
         robust, proxy = self.settings.robust, self.copy.judged_as_saved
         holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
-        if robust and (proxy or not exact):
+        if robust and (self.copy.factor > 1 or not exact):
             holds = self._reencoded("work", rows, saved, goals, judge="fast", factor=self.copy.factor)
         if not exact or not proxy and not robust or not bool(holds.any()):
             return holds
