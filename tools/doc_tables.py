@@ -11,10 +11,11 @@ A generated table sits between two markers, each on a line of its own:
 
 NAME is one of TABLES below: the strengths from ``scenepriv.settings.PRESETS``, the speed tables from
 ``benchmarks/results.json`` and ``benchmarks/quality.json``, the speed of whole photos from
-``benchmarks/photo_speed.json`` and ``photo_speed_heap.json`` (written by ``benchmarks/photo_speed.py --json``),
-the presets measured on photos from ``docs/data/strengths.jsonl`` (``benchmarks/strengths.py --json``), the
-transfer frontier from ``docs/data/transfer-surrogates.jsonl``. Tables with no data file (earlier measurements)
-stay typed; their pages say so. Reads no model and imports no PyTorch: it runs in a second.
+``benchmarks/photo_speed.json``, ``photo_speed_heap.json`` and ``photo_speed_mask.json`` (written by
+``benchmarks/photo_speed.py --json``), the presets measured on photos from ``docs/data/strengths.jsonl``
+(``benchmarks/strengths.py --json``), the transfer frontier from ``docs/data/transfer-surrogates.jsonl``. Tables
+with no data file (earlier measurements) stay typed; their pages say so. Reads no model and imports no PyTorch:
+it runs in a second.
 """
 
 from __future__ import annotations
@@ -309,6 +310,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "speed-quality": speed_quality,
     "photo-speed": photo_speed,
     "photo-speed-heap": lambda: photo_speed("benchmarks/photo_speed_heap.json"),
+    "photo-speed-mask": lambda: photo_speed("benchmarks/photo_speed_mask.json"),
     "strengths-measured": strengths_measured,
     "strengths-measured-short": strengths_measured_short,
     "frontier-heldout": frontier_heldout,
