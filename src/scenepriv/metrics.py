@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import numpy as np
@@ -115,7 +117,7 @@ def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTE
     is not installed, and for an image smaller than its 8x8 block. Butteraugli scores the worst region, so a pair
     larger than ``max_pixels`` is scored on 8 tiles of 512 x 512 spread evenly over it (the largest of their
     scores): an estimate (on a 12-megapixel test photo 5.05 against 5.11 for the whole pair, in 2.8 s instead of
-    27 s).
+    27 s), the tiles scored side by side, one program per core.
     """
     program = _butteraugli_program()
     if program is None or min(reference.shape[:2]) < 8:
@@ -126,8 +128,14 @@ def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTE
     rows, columns = reference.shape[0] // size, reference.shape[1] // size  # whole tiles only
     picked = np.unique(np.linspace(0, rows * columns - 1, BUTTERAUGLI_TILES).round().astype(int))
     tiles = [divmod(int(i), columns) for i in picked]
-    scores = [_butteraugli(program, reference[r * size:(r + 1) * size, c * size:(c + 1) * size],
-                           test[r * size:(r + 1) * size, c * size:(c + 1) * size]) for r, c in tiles]
+
+    def score(tile: tuple[int, int]) -> float | None:
+        r, c = tile
+        return _butteraugli(program, reference[r * size:(r + 1) * size, c * size:(c + 1) * size],
+                            test[r * size:(r + 1) * size, c * size:(c + 1) * size])
+
+    with ThreadPoolExecutor(max_workers=min(len(tiles), os.cpu_count() or 1)) as programs:  # each waits on its own
+        scores = list(programs.map(score, tiles))
     return max(score for score in scores if score is not None) if any(s is not None for s in scores) else None
 
 
