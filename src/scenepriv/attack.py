@@ -279,11 +279,14 @@ def _passes(x: torch.Tensor, index: torch.Tensor, active: torch.Tensor, models: 
     batch = (x if going == len(x) else x[rows]).detach().requires_grad_(wants_gradient)
     with torch.set_grad_enabled(wants_gradient):
         saved = straight_through_quantise(batch)
-        outputs = [model(saved)[:going] for model in models]
-        judged = [] if views.judged is None else [model(view) for view in views.judged(saved[:going], index)
-                                                  for model in models]
-        diverse = [] if views.diversity is None or not wants_gradient else [
-            model(view) for view in views.diversity(saved[:going]) for model in models]
+        judged_views = [] if views.judged is None else views.judged(saved[:going], index)
+        diverse_views = [] if views.diversity is None or not wants_gradient else views.diversity(saved[:going])
+        # each model sees the images and their views in one pass where it can (a Classifier's forward_many)
+        each = [model.forward_many([saved, *judged_views, *diverse_views]) if hasattr(model, "forward_many")
+                else [model(part) for part in (saved, *judged_views, *diverse_views)] for model in models]
+    outputs = [logits[0][:going] for logits in each]
+    judged = [logits[1 + i] for i in range(len(judged_views)) for logits in each]
+    diverse = [logits[1 + len(judged_views) + i] for i in range(len(diverse_views)) for logits in each]
     return batch, saved.detach()[:going], [*outputs, *judged, *diverse], judged
 
 

@@ -108,7 +108,17 @@ class Classifier(nn.Module):
         return self._logits(resize_to_input(images, self.input_size, self.resize), None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = resize_to_input(images, self.input_size, self.resize)
+        return self._network_logits(resize_to_input(images, self.input_size, self.resize))
+
+    def forward_many(self, batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The logits of each batch, as :meth:`forward` gives them, from one pass of the network over all of them
+        together (one pass over a batch of three images costs about three quarters of three passes on a CPU)."""
+        if len(batches) == 1:
+            return [self(batches[0])]
+        inputs = [resize_to_input(images, self.input_size, self.resize) for images in batches]
+        return list(self._network_logits(torch.cat(inputs)).split([len(x) for x in inputs]))
+
+    def _network_logits(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.autocast_dtype(x.device)
         if not self.compiled:
             return self._logits(x, dtype)
