@@ -220,3 +220,19 @@ def test_straight_through_quantise_rounds_forward_and_passes_the_gradient_unchan
     (gradient,) = torch.autograd.grad((saved * torch.arange(5.0, dtype=torch.float64)).sum(), x)
     assert torch.equal(gradient, torch.arange(5.0, dtype=torch.float64))
     assert torch.equal(x.detach(), torch.tensor([0.1234, 0.5, 0.99999, 1.2, -0.3], dtype=torch.float64))  # untouched
+
+
+@pytest.mark.parametrize("policy", ["bilinear", "area", "resize-crop"])
+def test_one_pass_over_several_batches_gives_each_batch_its_own_logits(policy):
+    """forward_many (the loop's photo and its views in one pass) resizes each batch as forward does, the views
+    already at the input size included (resize-crop enlarges and crops them too), and splits the logits back."""
+    tiny = make_tiny_classifier()
+    classifier = Classifier(tiny.network, name="tiny", labels=tiny.labels, input_size=(32, 32), mean=(0.5,) * 3,
+                            std=(0.25,) * 3, resize=policy)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.rand(shape, generator=generator) for shape in [(2, 3, 48, 40), (3, 3, 32, 32), (1, 3, 20, 26)]]
+    together = classifier.forward_many(batches)
+    assert [len(logits) for logits in together] == [2, 3, 1]
+    for logits, images in zip(together, batches, strict=True):
+        torch.testing.assert_close(logits, classifier(images), rtol=1e-12, atol=1e-12)
+    assert torch.equal(classifier.forward_many(batches[:1])[0], classifier(batches[0]))
