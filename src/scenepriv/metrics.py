@@ -129,13 +129,13 @@ def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTE
     picked = np.unique(np.linspace(0, rows * columns - 1, BUTTERAUGLI_TILES).round().astype(int))
     tiles = [divmod(int(i), columns) for i in picked]
 
-    def score(tile: tuple[int, int]) -> float | None:
+    def tile_score(tile: tuple[int, int]) -> float | None:
         r, c = tile
         return _butteraugli(program, reference[r * size:(r + 1) * size, c * size:(c + 1) * size],
                             test[r * size:(r + 1) * size, c * size:(c + 1) * size])
 
     with ThreadPoolExecutor(max_workers=min(len(tiles), os.cpu_count() or 1)) as programs:  # each waits on its own
-        scores = list(programs.map(score, tiles))
+        scores = list(programs.map(tile_score, tiles))
     return max(score for score in scores if score is not None) if any(s is not None for s in scores) else None
 
 
