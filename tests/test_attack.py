@@ -7,7 +7,7 @@ from torch import nn
 
 import scenepriv
 from scenepriv import targets
-from scenepriv.attack import quantise
+from scenepriv.attack import Views, _passes, quantise
 from scenepriv.zoo import Classifier
 
 METHOD_NAMES = list(scenepriv.METHODS)
@@ -293,3 +293,32 @@ def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_c
     assert torch.equal(plain.success, bucketed.success) and torch.equal(plain.final_logits, bucketed.final_logits)
     assert len(set(plain.iterations.tolist())) >= 3  # images did leave the batch at different times
     assert runs[True, "shapes"] <= {1, 2, 4, 8, 13} and len(runs[False, "shapes"]) > len(runs[True, "shapes"])
+
+
+def test_one_pass_over_the_views_gives_each_model_and_view_its_own_logits(random_images):
+    """The loop passes the photos and their views through each model at once (Classifier.forward_many); the outputs
+    come back in the order of one call per view: the models on the photos, then view by view, model by model, the
+    judged views first. The same two models with no forward_many give the same outputs (float64: exact)."""
+
+    class OneCallEach(nn.Module):
+        def __init__(self, classifier):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, images):
+            return self.classifier(images)
+
+    from conftest import make_tiny_classifier
+
+    models = [make_tiny_classifier(seed=0), make_tiny_classifier(seed=1)]
+    views = Views(judged=lambda saved, rows: [saved.flip(-1), saved[..., 4:, :]],
+                  diversity=lambda saved: [saved[..., 2:, 2:]])
+    index, active = torch.arange(3), torch.ones(8, dtype=torch.bool)
+    x = random_images.clone()
+    _, _, outputs, judged = _passes(x, index, active, models, views, wants_gradient=True, bucket=False)
+    _, _, one_by_one, judged_one_by_one = _passes(x, index, active, [OneCallEach(m) for m in models], views,
+                                                  wants_gradient=True, bucket=False)
+    assert len(outputs) == 2 + 2 * 3 and len(judged) == 2 * 2
+    for together, alone in zip(outputs + judged, one_by_one + judged_one_by_one, strict=True):
+        assert torch.equal(together.detach(), alone.detach())
+    assert torch.equal(judged[1].detach(), models[1](x[:3].flip(-1)).detach())  # first view, second model

@@ -281,13 +281,13 @@ def _passes(x: torch.Tensor, index: torch.Tensor, active: torch.Tensor, models: 
         saved = straight_through_quantise(batch)
         judged_views = [] if views.judged is None else views.judged(saved[:going], index)
         diverse_views = [] if views.diversity is None or not wants_gradient else views.diversity(saved[:going])
+        parts = [saved, *judged_views, *diverse_views]
         # each model sees the images and their views in one pass where it can (a Classifier's forward_many)
-        each = [model.forward_many([saved, *judged_views, *diverse_views]) if hasattr(model, "forward_many")
-                else [model(part) for part in (saved, *judged_views, *diverse_views)] for model in models]
-    outputs = [logits[0][:going] for logits in each]
-    judged = [logits[1 + i] for i in range(len(judged_views)) for logits in each]
-    diverse = [logits[1 + len(judged_views) + i] for i in range(len(diverse_views)) for logits in each]
-    return batch, saved.detach()[:going], [*outputs, *judged, *diverse], judged
+        each = [model.forward_many(parts) if hasattr(model, "forward_many") else [model(part) for part in parts]
+                for model in models]
+    on_views = [logits[view] for view in range(1, len(parts)) for logits in each]  # view by view, model by model
+    outputs = [logits[0][:going] for logits in each] + on_views
+    return batch, saved.detach()[:going], outputs, on_views[:len(judged_views) * len(models)]
 
 
 def shrink_to_goal(originals: torch.Tensor, saved: torch.Tensor, logits: torch.Tensor, models: Sequence[nn.Module],
