@@ -112,7 +112,8 @@ class Classifier(nn.Module):
 
     def forward_many(self, batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The logits of each batch, as :meth:`forward` gives them, from one pass of the network over all of them
-        together (one pass over a batch of three images costs about three quarters of three passes on a CPU)."""
+        together (one pass over a batch of three images costs about three quarters of three passes on a CPU). Hooks
+        on ``network`` see that pass; hooks on the Classifier itself, which only ``forward`` calls, do not."""
         inputs = [resize_to_input(images, self.input_size, self.resize) for images in batches]
         return list(self._network_logits(torch.cat(inputs)).split([len(x) for x in inputs]))
 
