@@ -1,15 +1,16 @@
 """The presets as a user runs them, on a folder of photos: how visible, how robust, how fast, how far they carry.
 
     python benchmarks/strengths.py PHOTO_FOLDER --out OUT [--strengths medium,low] [--format auto]
-        [--json docs/data/strengths.jsonl] [--summarize-only]
+        [--seeds 0,1,2] [--json docs/data/strengths.jsonl] [--summarize-only]
 
-Per strength, the command line a user types (``scenepriv protect FOLDER -o OUT/S --strength S --seed 0 --report``,
-timed), then three ``scenepriv verify --json`` runs on its outputs: what the strength promises; every check (the
-file as saved and JPEG 25, 50, 75, 95, at scale 0.5 and 1, through the four resamplers); and EfficientNet-Lite1
-and Lite2, which the photos were not protected against, on the files as saved. Appends one JSON line per strength
-to ``--json`` (read by ``tools/doc_tables.py``: the table "strengths-measured"): butteraugli per photo, PSNR, SSIM,
-iterations, seconds, and per check the share of photos whose top-1 differs from the original's through every
-resampler. ``--summarize-only`` reads OUT as an earlier run left it.
+Per strength and seed, the command line a user types (``scenepriv protect FOLDER -o OUT/S-seedN --strength S --seed
+N --report``, timed), then three ``scenepriv verify --json`` runs on its outputs: what the strength promises; every
+check (the file as saved and JPEG 25, 50, 75, 95, at scale 0.5 and 1, through the four resamplers); and
+EfficientNet-Lite1 and Lite2, which the photos were not protected against, on the files as saved. Appends one JSON
+line per strength to ``--json`` (read by ``tools/doc_tables.py``: the table "strengths-measured"), pooled over the
+seeds (each draws other targets: how visible a photo's protection is depends on its target): butteraugli per photo
+and seed, PSNR, SSIM, iterations, seconds, and per check the share of photo-runs whose top-1 differs from the
+original's through every resampler. ``--summarize-only`` reads OUT as an earlier run left it.
 """
 
 from __future__ import annotations
@@ -33,42 +34,49 @@ def scenepriv(*arguments: str, output: Path | None = None) -> int:
                               stderr=subprocess.DEVNULL).returncode
 
 
-def measure(folder: Path, out: Path, strength: str, file_format: str) -> None:
-    """Protect ``folder`` at ``strength`` into out/STRENGTH and verify it three ways (the files summarize reads)."""
-    protected = out / strength
+def measure(folder: Path, out: Path, strength: str, file_format: str, seed: int) -> None:
+    """Protect ``folder`` at ``strength`` with ``seed`` into out/STRENGTH-seedN and verify it three ways (the files
+    summarize reads)."""
+    run = f"{strength}-seed{seed}"
+    protected = out / run
     start = time.perf_counter()
-    scenepriv("protect", str(folder), "-o", str(protected), "--strength", strength, "--seed", "0", "--format",
-              file_format, "--report", str(out / f"{strength}.jsonl"), "-q")
+    scenepriv("protect", str(folder), "-o", str(protected), "--strength", strength, "--seed", str(seed), "--format",
+              file_format, "--report", str(out / f"{run}.jsonl"), "-q")
     seconds = time.perf_counter() - start
     original = ("--original", str(folder))
     promise = scenepriv("verify", str(protected), *original, "--strength", strength, "--json",
-                        output=out / f"{strength}.promise.json")
+                        output=out / f"{run}.promise.json")
     scenepriv("verify", str(protected), *original, "--jpeg", "25,50,75,95", "--scale", "0.5,1", "--resamplers", "all",
-              "--json", output=out / f"{strength}.all.json")
+              "--json", output=out / f"{run}.all.json")
     scenepriv("verify", str(protected), *original, "--strength", "low", "--models", JUDGES, "--json",
-              output=out / f"{strength}.others.json")
-    (out / f"{strength}.run.json").write_text(json.dumps({"seconds": seconds, "promise_exit": promise}))
+              output=out / f"{run}.others.json")
+    (out / f"{run}.run.json").write_text(json.dumps({"seconds": seconds, "promise_exit": promise}))
 
 
-def summarize(folder: Path, out: Path, strength: str, file_format: str) -> dict:
-    """One JSON line of the results in ``out`` for ``strength``."""
-    records = [json.loads(line) for line in (out / f"{strength}.jsonl").read_text().splitlines() if line.strip()]
-    run = json.loads((out / f"{strength}.run.json").read_text())
-    holds: dict[str, dict[str, bool]] = defaultdict(lambda: defaultdict(lambda: True))  # check -> file -> holds
-    for entry in json.loads((out / f"{strength}.all.json").read_text()):
-        for check in entry["checks"]:
-            quality, scale, _ = check["check"].split("/")  # e.g. jpeg75/x0.5/area: worst of the resamplers
-            holds[f"{quality}/{scale}"][entry["file"]] &= check["holds"]
+def summarize(folder: Path, out: Path, strength: str, file_format: str, seeds: list[int]) -> dict:
+    """One JSON line of the results in ``out`` for ``strength``, pooled over ``seeds`` (lists per photo and seed)."""
+    runs = [f"{strength}-seed{seed}" for seed in seeds]
+    records = [json.loads(line) for run in runs for line in (out / f"{run}.jsonl").read_text().splitlines()
+               if line.strip()]
+    timings = [json.loads((out / f"{run}.run.json").read_text()) for run in runs]
+    holds: dict[str, dict[tuple, bool]] = defaultdict(lambda: defaultdict(lambda: True))  # check -> run, file -> holds
     judges: dict[str, list[bool]] = defaultdict(list)
-    for entry in json.loads((out / f"{strength}.others.json").read_text()):
-        judges[entry["model"]] += [check["holds"] for check in entry["checks"]]
+    for run in runs:
+        for entry in json.loads((out / f"{run}.all.json").read_text()):
+            for check in entry["checks"]:
+                quality, scale, _ = check["check"].split("/")  # e.g. jpeg75/x0.5/area: worst of the resamplers
+                holds[f"{quality}/{scale}"][run, entry["file"]] &= check["holds"]
+        for entry in json.loads((out / f"{run}.others.json").read_text()):
+            judges[entry["model"]] += [check["holds"] for check in entry["checks"]]
+    files = list(dict.fromkeys(Path(r["file"]).name for r in records))
     return {
-        "strength": strength, "format": file_format, "folder": folder.name, "photos": len(records),
-        "files": [Path(r["file"]).name for r in records],
-        "butteraugli": [r["butteraugli"] for r in records], "psnr": statistics.mean(r["psnr"] for r in records),
+        "strength": strength, "format": file_format, "folder": folder.name, "photos": len(files), "seeds": seeds,
+        "files": files, "butteraugli": [r["butteraugli"] for r in records],  # seed by seed, photo by photo
+        "psnr": statistics.mean(r["psnr"] for r in records),
         "ssim": statistics.mean(r["ssim"] for r in records), "protected": sum(r["success"] for r in records),
         "iterations": statistics.mean(r["iterations"] for r in records),
-        "seconds_per_photo": run["seconds"] / len(records), "promise_holds": run["promise_exit"] == 0,
+        "seconds_per_photo": sum(t["seconds"] for t in timings) / len(records),
+        "promise_holds": all(t["promise_exit"] == 0 for t in timings),
         "holds": {check: sum(files.values()) / len(files) for check, files in holds.items()},
         "judges": {model: sum(verdicts) / len(verdicts) for model, verdicts in judges.items()
                    if model not in {r["model"] for r in records}},
@@ -81,14 +89,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the protected photos and verdicts")
     parser.add_argument("--strengths", default="medium,low")
     parser.add_argument("--format", default="auto", choices=["auto", "png", "jpeg"], help="protect's --format")
+    parser.add_argument("--seeds", default="0", help="protect's --seed, each in turn, pooled (e.g. 0,1,2)")
     parser.add_argument("--json", type=Path, help="append one JSON line per strength here")
     parser.add_argument("--summarize-only", action="store_true", help="read OUT as an earlier run left it")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     for strength in args.strengths.split(","):
-        if not args.summarize_only:
-            measure(args.folder, args.out, strength, args.format)
-        line = summarize(args.folder, args.out, strength, args.format)
+        for seed in seeds if not args.summarize_only else []:
+            measure(args.folder, args.out, strength, args.format, seed)
+        line = summarize(args.folder, args.out, strength, args.format, seeds)
         print(json.dumps(line))
         if args.json:
             with open(args.json, "a") as results:

@@ -62,7 +62,8 @@ def test_photo_speed_smoke_run_measures_time_and_memory(tmp_path):
 
 def test_strengths_run_summarizes_what_the_command_line_did(tmp_path):
     """benchmarks/strengths.py on one small photo: protect and the three verify runs, summarized into the JSON line
-    that tools/doc_tables.py renders (every check cell, both judges, seconds, the promise's verdict)."""
+    that tools/doc_tables.py renders, pooled over two seeds (every check cell, both judges, seconds, the promise's
+    verdict)."""
     from PIL import Image
 
     folder = tmp_path / "photos"
@@ -71,15 +72,17 @@ def test_strengths_run_summarizes_what_the_command_line_did(tmp_path):
         image.convert("RGB").resize((160, 120)).save(folder / "small.jpg", quality=90)
     output = tmp_path / "strengths.jsonl"
     done = subprocess.run([sys.executable, str(SCRIPT.parent / "strengths.py"), str(folder), "--out",
-                           str(tmp_path / "out"), "--strengths", "low", "--json", str(output)],
+                           str(tmp_path / "out"), "--strengths", "low", "--seeds", "0,1", "--json", str(output)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     (line,) = [json.loads(text) for text in output.read_text().splitlines()]
     assert line["strength"] == "low" and line["photos"] == 1 and line["files"] == ["small.jpg"]
-    assert (tmp_path / "out" / "low" / "small.png").exists() and line["seconds_per_photo"] > 0  # low: PNGs
+    assert line["seeds"] == [0, 1] and len(line["butteraugli"]) == 2 and line["protected"] <= 2  # one per seed
+    for seed in (0, 1):  # low: PNGs
+        assert (tmp_path / "out" / f"low-seed{seed}" / "small.png").exists() and line["seconds_per_photo"] > 0
     assert set(line["holds"]) == {f"{quality}/{scale}" for quality in ("saved", "jpeg25", "jpeg50", "jpeg75", "jpeg95")
                                   for scale in ("x0.5", "x1")}
-    assert all(share in (0.0, 1.0) for share in line["holds"].values())
+    assert all(share in (0.0, 0.5, 1.0) for share in line["holds"].values())  # of the two runs
     assert set(line["judges"]) == {"efficientnet-lite1", "efficientnet-lite2"}
     # a photo protected (its target leads on the file as saved) keeps low's promise (top-1 changed as saved)
     assert line["promise_holds"] or not line["protected"]

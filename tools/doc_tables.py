@@ -221,7 +221,7 @@ MEASURED: dict[str, Callable[[dict], str]] = {
     "butteraugli median / max": _spread_of,
     "PSNR": lambda line: f"{line['psnr']:.1f} dB",
     "SSIM": lambda line: f"{line['ssim']:.3f}",
-    "protected": lambda line: f"{100 * line['protected'] / line['photos']:.0f}%",
+    "protected": lambda line: f"{100 * line['protected'] / len(line['butteraugli']):.0f}%",
     "holds: as saved": _holds("saved"),
     "JPEG 95": _holds("jpeg95"),
     "JPEG 75": _holds("jpeg75"),
