@@ -145,6 +145,24 @@ def test_robust_views_start_at_the_robust_quality():
     assert not torch.equal(harsh[25], harsh[50])  # the same draws, another quality
 
 
+def test_robust_views_sets_how_many_reencodings_join_each_gradient(tiny_classifier, random_images):
+    """The network's passes that take a gradient see the photos and robust_views re-encodings of each."""
+    sizes = []
+    hook = tiny_classifier.network.register_forward_pre_hook(
+        lambda module, inputs: sizes.append(len(inputs[0])) if inputs[0].requires_grad else None)
+    try:
+        for views in (1, 3):
+            sizes.clear()
+            scenepriv.protect(random_images[:2], tiny_classifier, "p-fgsm", seed=0, robust=True, max_iter=2,
+                              threshold=1.0, robust_views=views)
+            assert sizes == [2 * (1 + views)] * 2, sizes  # two steps, each one pass
+    finally:
+        hook.remove()
+    assert Settings().robust_views == 2
+    with pytest.raises(ValueError, match="robust_views"):
+        Settings(robust_views=0)
+
+
 def test_protect_trains_on_views_at_the_robust_quality(tiny_classifier, random_images):
     """The same seed and steps, the harshest view at JPEG 25 or 50: the gradients, so the images, differ."""
     runs = [scenepriv.protect(random_images[:2], tiny_classifier, "p-fgsm", seed=0, robust=True, max_iter=3,

@@ -195,7 +195,7 @@ def _views(settings: Settings, seed: int | None, input_size: tuple[int, int],
     judged = diverse = None
     if settings.robust:
         generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
-        platform = PlatformViews(min_quality=settings.robust_quality, factor=copy.factor)
+        platform = PlatformViews(settings.robust_views, min_quality=settings.robust_quality, factor=copy.factor)
         points = copy.point_views(input_size)
 
         def judged(saved: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:

@@ -79,6 +79,7 @@ class Settings:
     max_perturbation: float | None = None  # optional L-infinity bound around the original
     robust: bool = False  # also hold through random platform re-encodings (JPEG, resizing) while iterating
     robust_quality: int = 25  # with robust: the lowest JPEG quality of those re-encodings (the harshest view's)
+    robust_views: int = 2  # with robust: how many of those re-encodings join each gradient (the first the harshest)
     texture_mask: float | None = None  # c of the perceptual mask w = s / (s + c) on each pixel's step; None: uniform
     texture_budget: float | None = None  # with the mask: |x - x_original| <= budget * w, per pixel
     budget_growth: int | None = None  # the budget of an image still going widens by its first size this often
@@ -101,10 +102,10 @@ class Settings:
                     "momentum", "smoothing", "min_iter", "shrink", "work_size")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
                      "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing",
-                     "min_iter", "robust_quality", "shrink", "work_size"):
+                     "min_iter", "robust_quality", "robust_views", "shrink", "work_size"):
             value = getattr(self, name)
             whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter", "robust_quality",
-                             "shrink", "work_size")
+                             "robust_views", "shrink", "work_size")
             if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
                     raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
@@ -121,6 +122,8 @@ class Settings:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
         if not 1 <= self.robust_quality <= 100:
             raise ValueError(f"robust_quality is a JPEG quality in [1, 100], got {self.robust_quality!r}")
+        if self.robust_views == 0:
+            raise ValueError("robust_views takes at least 1 re-encoding per step")
         if self.work_size == 0:
             raise ValueError("work_size is a number of pixels >= 1 (None: full size)")
         if self.diversity == 0 or self.diversity_scale == 0:
