@@ -77,7 +77,7 @@ def summarize(folder: Path, out: Path, strength: str, file_format: str, seeds: l
         "iterations": statistics.mean(r["iterations"] for r in records),
         "seconds_per_photo": sum(t["seconds"] for t in timings) / len(records),
         "promise_holds": all(t["promise_exit"] == 0 for t in timings),
-        "holds": {check: sum(files.values()) / len(files) for check, files in holds.items()},
+        "holds": {check: sum(held.values()) / len(held) for check, held in holds.items()},
         "judges": {model: sum(verdicts) / len(verdicts) for model, verdicts in judges.items()
                    if model not in {r["model"] for r in records}},
     }
