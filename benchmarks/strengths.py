@@ -96,8 +96,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     for strength in args.strengths.split(","):
-        for seed in seeds if not args.summarize_only else []:
-            measure(args.folder, args.out, strength, args.format, seed)
+        if not args.summarize_only:
+            for seed in seeds:
+                measure(args.folder, args.out, strength, args.format, seed)
         line = summarize(args.folder, args.out, strength, args.format, seeds)
         print(json.dumps(line))
         if args.json:

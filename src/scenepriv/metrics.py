@@ -136,7 +136,7 @@ def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTE
 
     with ThreadPoolExecutor(max_workers=min(len(tiles), os.cpu_count() or 1)) as programs:  # each waits on its own
         scores = list(programs.map(tile_score, tiles))
-    return max(score for score in scores if score is not None) if any(s is not None for s in scores) else None
+    return max((score for score in scores if score is not None), default=None)
 
 
 def _butteraugli(program: str, reference: np.ndarray, test: np.ndarray) -> float | None:
