@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import scenepriv
 from conftest import make_tiny_classifier
@@ -169,3 +170,64 @@ def test_protect_trains_on_views_at_the_robust_quality(tiny_classifier, random_i
                               threshold=1.0, robust_quality=quality) for quality in (25, 50)]
     assert not torch.equal(runs[0].images, runs[1].images)
     assert runs[1].records[0]["settings"]["robust_quality"] == 50
+
+
+def test_a_view_aimed_at_a_reencoding_is_that_reencoding_and_the_others_stay_random():
+    """``focus`` puts in an image's last view the re-encoding it names (close to Pillow's real one, with gradients);
+    the images without one keep their random views, and a focus of Nones draws exactly the random views."""
+    from scenepriv.reencode import Check, platform_version
+    from scenepriv.transforms import PlatformViews
+
+    image = quantise(torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
+    aim = Check(50, 0.5, "bilinear")
+    platform = PlatformViews(count=2, min_quality=50)
+    drawn = platform(image, (32, 32), torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(drawn, platform(image, (32, 32), torch.Generator().manual_seed(3),
+                                                                  [None, None]), strict=True))
+    leaf = image.clone().requires_grad_()
+    aimed = platform(leaf, (32, 32), torch.Generator().manual_seed(3), [None, aim])
+    assert len(aimed) == 2 and aimed[-1].shape == (2, 3, 32, 32)
+    assert torch.equal(aimed[0][0], drawn[0][0])  # the harshest view and the image without an aim: as drawn
+    real = platform_version(image[1], aim, (32, 32))
+    error = (aimed[-1][1].detach() - real).abs().mean()
+    assert float(error) < 0.5 * float((drawn[-1][1] - real).abs().mean()) and float(error) < 2 / 255
+    aimed[-1][1].sum().backward()
+    assert float(leaf.grad[1].abs().sum()) > 0 and float(leaf.grad[0].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("work_size", [None, 32])
+def test_the_loop_aims_at_the_reencoding_the_confirmation_refused(tiny_classifier, random_images, monkeypatch,
+                                                                   work_size):
+    """Once the real re-encodings of the photo refuse it, its next steps' last view is the re-encoding it failed, at
+    the scale of the copy worked on (work_size 32: half the photo's, so half size there is the copy's own)."""
+    from scenepriv import methods
+    from scenepriv.reencode import Check
+    from scenepriv.transforms import PlatformViews
+
+    refused, aims, confirmations = Check(75, 0.5, "area"), [], []
+
+    def refuse_once(classifier, saved, labels, *, targeted, failed=None, factor=1, **options):
+        if factor > 1:  # the working copy's own re-encodings (a guide): passed, so the photo's are asked
+            return torch.ones(len(saved), dtype=torch.bool)
+        confirmations.append(len(saved))
+        if len(confirmations) > 1:
+            return torch.ones(len(saved), dtype=torch.bool)
+        failed[:] = [refused] * len(saved)
+        return torch.zeros(len(saved), dtype=torch.bool)
+
+    drawn = PlatformViews.__call__
+
+    def record(self, x, input_size, generator, focus=None):
+        aims.append([None] * len(x) if focus is None else list(focus))
+        return drawn(self, x, input_size, generator, focus)
+
+    monkeypatch.setattr(methods, "holds_on_reencodings", refuse_once)
+    monkeypatch.setattr(PlatformViews, "__call__", record)
+    photos = quantise(F.interpolate(random_images[:2], size=64, mode="bilinear"))  # 32 px: the views lose it all
+    result = scenepriv.protect(photos, tiny_classifier, "p-fgsm", seed=0, robust=True, robust_quality=50,
+                               eps=4 / 255, threshold=0.3, max_iter=40, work_size=work_size)
+    assert len(confirmations) >= 2 and bool(result.success.any())
+    aim = Check(75, 0.5 if work_size is None else 1.0, "area")
+    first = next(i for i, seen in enumerate(aims) if aim in seen)
+    assert all(seen == [None] * len(seen) for seen in aims[:first])  # no aim before the first refusal
+    assert aims[first].count(aim) == confirmations[0]  # then every photo refused aims at what it failed

@@ -163,7 +163,7 @@ def protect(
         max_iter=settings.max_iter if fixed_steps is None else fixed_steps,
         direction=Direction(copy.weights, settings.momentum, smoothing, noise),
         bound=None if bound is None else Bound(bound, settings.budget_growth),
-        views=_views(settings, seed, primary.input_size, copy), iterative=fixed_steps is None,
+        views=_views(settings, seed, primary.input_size, copy, confirm.refused), iterative=fixed_steps is None,
         bucket=device.type == "cuda",  # GPU libraries plan per shape
         on_step=None if progress is None else functools.partial(progress, "step"))
     protected, final_logits, success = result.images, result.final_logits, result.success
@@ -187,11 +187,12 @@ def protect(
         model_names=[model.name for model in ensemble])
 
 
-def _views(settings: Settings, seed: int | None, input_size: tuple[int, int],
-           copy: resolution.WorkingCopy) -> Views:
-    """The loop's views: with ``robust``, random platform re-encodings (and, for a photo worked on smaller, what a
-    plain bilinear resize makes of the full-size one), judged; with ``diversity``, randomly shrunk and shifted
-    views for the gradient only. Each kind draws from its own stream (seeded by ``seed``), so the others stay."""
+def _views(settings: Settings, seed: int | None, input_size: tuple[int, int], copy: resolution.WorkingCopy,
+           refused: dict[int, Check]) -> Views:
+    """The loop's views: with ``robust``, platform re-encodings (and, for a photo worked on smaller, what a plain
+    bilinear resize makes of the full-size one), judged: random, but for a photo in ``refused`` (its row: the real
+    re-encoding it last failed) the last is that one; with ``diversity``, randomly shrunk and shifted views for the
+    gradient only. Each kind draws from its own stream (seeded by ``seed``), so the others stay."""
     judged = diverse = None
     if settings.robust:
         generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
@@ -199,7 +200,7 @@ def _views(settings: Settings, seed: int | None, input_size: tuple[int, int],
         points = copy.point_views(input_size)
 
         def judged(saved: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
-            seen = platform(saved, input_size, generator)
+            seen = platform(saved, input_size, generator, [refused.get(int(row)) for row in rows])
             return seen if points is None else seen + points(saved - copy.work_originals[rows], rows)
     if settings.diversity is not None:
         diverse_generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed + 1)
@@ -220,6 +221,7 @@ class _Confirmation:
         self.ensemble, self.targeted, self.settings, self.copy = ensemble, targeted, settings, copy
         self.needed = settings.robust or copy.judged_as_saved
         self.failed: dict[tuple[str, int], Check] = {}  # per stage and photo, the check that last failed: tried first
+        self.refused: dict[int, Check] = {}  # per photo, the re-encoding it last failed, at the working copy's scale
 
     def __call__(self, saved: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor,
                  exact: bool = True) -> torch.Tensor:
@@ -250,6 +252,10 @@ class _Confirmation:
         failed = [self.failed.get((stage, int(row))) for row in rows]
         holds = holds_on_reencodings(self.ensemble, photos, goals, targeted=self.targeted, failed=failed, **options)
         self.failed.update({(stage, int(row)): check for row, check in zip(rows, failed, strict=True) if check})
+        factor = 1 if stage == "work" else self.copy.factor  # "work": checks already at the working copy's scale
+        for row, check, held in zip(rows.tolist(), failed, holds.tolist(), strict=True):
+            if not held:
+                self.refused[row] = dataclasses.replace(check, scale=min(1.0, check.scale * factor))
         return holds
 
 

@@ -7,12 +7,17 @@ may use to bring a photo to its input size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .settings import RESAMPLERS, RESIZE_POLICIES
+
+if TYPE_CHECKING:  # reencode builds on this module
+    from .reencode import Check
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:
@@ -144,9 +149,23 @@ class PlatformViews:
     long_sides: tuple[int, ...] = (1080, 2048)
     factor: int = 1
 
-    def __call__(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator) -> list[torch.Tensor]:
-        """The first view is the harshest kind (smallest scale, low quality); the others are random."""
-        return [self.view(x, input_size, generator, harsh=i == 0) for i in range(self.count)]
+    def __call__(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator,
+                 focus: Sequence[Check | None] | None = None) -> list[torch.Tensor]:
+        """The first view is the harshest kind (smallest scale, low quality); the others are random. ``focus`` (one
+        entry per image, or None): a re-encoding the image is known to fail (scale of ``x``), which takes the place of
+        that image's last view, so the steps aim at what still fails rather than at a random draw."""
+        if focus is None or not any(focus):
+            return [self.view(x, input_size, generator, harsh=i == 0) for i in range(self.count)]
+        views = [self.view(x, input_size, generator, harsh=i == 0) for i in range(self.count - 1)]
+        drawn = [row for row, aim in enumerate(focus) if aim is None]
+        parts = [(drawn, self.view(x[drawn], input_size, generator, harsh=self.count == 1))] if drawn else []
+        for aim in dict.fromkeys(aim for aim in focus if aim is not None):
+            rows = [row for row, other in enumerate(focus) if other == aim]
+            size = (max(1, round(x.shape[-2] * aim.scale)), max(1, round(x.shape[-1] * aim.scale)))
+            quality = None if aim.quality is None else torch.full((len(rows),), float(aim.quality))
+            parts.append((rows, _reencode(x[rows], size, aim.resampler, quality, input_size, aim.resampler)))
+        order = torch.tensor([row for rows, _ in parts for row in rows], device=x.device)
+        return [*views, torch.cat([view for _, view in parts])[order.argsort()]]
 
     def view(self, x: torch.Tensor, input_size: tuple[int, int], generator: torch.Generator,
              harsh: bool = False) -> torch.Tensor:
@@ -161,5 +180,12 @@ class PlatformViews:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         top_quality = self.min_quality if harsh else self.max_quality
         quality = torch.randint(self.min_quality, top_quality + 1, (len(x),), generator=generator)
-        platform = jpeg(resize(x, size, pick(RESAMPLERS)), quality.float())
-        return resize(platform, input_size, pick(RESAMPLERS))
+        return _reencode(x, size, pick(RESAMPLERS), quality.float(), input_size, pick(RESAMPLERS))
+
+
+def _reencode(x: torch.Tensor, size: tuple[int, int], resampler: str, quality: torch.Tensor | None,
+              input_size: tuple[int, int], input_resampler: str) -> torch.Tensor:
+    """A batch resized to ``size`` with ``resampler``, through JPEG at ``quality`` (one per image; None: no JPEG),
+    then to the classifier's ``input_size`` with ``input_resampler``."""
+    x = resize(x, size, resampler)
+    return resize(x if quality is None else jpeg(x, quality), input_size, input_resampler)
