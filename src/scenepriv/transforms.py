@@ -1,8 +1,8 @@
 """What a platform does to an upload, as differentiable tensor operations: resizing and JPEG.
 
-Used two ways: as random views during the iterations (``--robust``: expectation over
-transformations, so the perturbation survives them), and as the resize pipelines a classifier
-may use to bring a photo to its input size.
+Used two ways: as views during the iterations (``--robust``: expectation over random
+transformations, so the perturbation survives them, and the re-encoding a photo was found to fail),
+and as the resize pipelines a classifier may use to bring a photo to its input size.
 """
 
 from __future__ import annotations
