@@ -167,6 +167,18 @@ def test_verify_names_a_missing_original_and_goes_on(tmp_path, capsys):
     assert code == 1 and "orphan" in err and "no original" in err
 
 
+def test_the_confirmation_covers_every_check_a_robust_strength_promises():
+    """What verify checks for medium and high (the file as saved included, through every resampler) is confirmed
+    before a photo stops: a photo the loop calls protected cannot fail its own strength's verdict."""
+    from scenepriv.settings import PRESETS, RESAMPLERS
+
+    for name in ("medium", "high"):
+        preset = PRESETS[name]
+        assert preset.settings["robust"] and preset.all_resamplers
+        promised = verify.checks(list(preset.jpeg), list(preset.scales), list(RESAMPLERS))
+        assert set(promised) <= set(verify.ROBUST_CHECKS), name
+
+
 def test_the_confirmation_is_every_robust_check_on_every_model(tiny_classifier):
     """Checked quality by quality on the images still holding, the verdict is still: the goal holds under every
     check of ROBUST_CHECKS, on every model (here the goal is each image's own top-1 as saved: some keep it)."""

@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", choices=list(STRENGTHS),
                    help="; ".join(f"{name}: {preset.promise}" for name, preset in PRESETS.items()))
     p.add_argument("--robust", action="store_true",
-                   help="also hold through a site's re-encoding at any strength: confirmed on real JPEG 50, 75 and "
-                        "95 at full and half size through every resampler (medium and high have it)")
+                   help="also hold through a site's re-encoding at any strength: confirmed on the file and on "
+                        "real JPEG 50, 75 and 95, at full and half size through every resampler (medium and high have "
+                        "it)")
     p.add_argument("--seed", type=_whole(0), help="make target choice reproducible (default: unpredictable)")
     p.add_argument("--recursive", action="store_true", help="also take photos in sub-folders")
     p.add_argument("--report", metavar="FILE.jsonl",

@@ -94,8 +94,9 @@ def _key(check: Check) -> tuple:
     return check.quality, check.scale, None if check.scale == 1 else check.resampler
 
 
-# What ``--robust`` confirms on the saved image before it stops: real JPEG at quality 50, 75 and 95, at full and
-# half size, through every resampler (the top-1 does not always hold on a milder JPEG where it holds on a
-# harsher one; differentiable views of re-encodings guide the steps, see transforms.py).
-ROBUST_CHECKS = [Check(quality, scale, resampler) for quality in (50, 75, 95) for scale in (0.5, 1.0)
+# What ``--robust`` confirms on the saved image before it stops: real JPEG at quality 50, 75 and 95 and the file as
+# saved, at full and half size, through every resampler: all that medium promises (the top-1 does not always hold
+# on a milder JPEG, or on none, where it holds on a harsher one; differentiable views of re-encodings guide the
+# steps, see transforms.py).
+ROBUST_CHECKS = [Check(quality, scale, resampler) for quality in (50, 75, 95, None) for scale in (0.5, 1.0)
                  for resampler in RESAMPLERS]  # harshest first: the plain bilinear resize at half size fails most

@@ -164,8 +164,8 @@ PRESETS: dict[str, Strength] = {
         "resize), not through a site's re-encoding: for files shared as they are", lossless=True),
     # steps of 2/255 weighted by texture within 2/255 x the weight, that bound widening every 10 iterations,
     # through two platform re-encodings per step (resizing, JPEG 50-95; random, the second, once a real one refused
-    # the photo, that one), stopping only once real JPEG 50, 75 and 95 re-encodings at full and half size hold; then
-    # scaled down as far as that still holds (5 halvings);
+    # the photo, that one), stopping only once the file and its real JPEG 50, 75 and 95 re-encodings hold at full
+    # and half size; then scaled down as far as that still holds (5 halvings);
     # photos of 2000 px or more worked on at half size (scenepriv.resolution)
     "medium": Strength(
         {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "threshold": 0.5,
