@@ -231,3 +231,33 @@ def test_the_loop_aims_at_the_reencoding_the_confirmation_refused(tiny_classifie
     first = next(i for i, seen in enumerate(aims) if aim in seen)
     assert all(seen == [None] * len(seen) for seen in aims[:first])  # no aim before the first refusal
     assert aims[first].count(aim) == confirmations[0]  # then every photo refused aims at what it failed
+
+
+def test_tightening_ends_each_image_within_a_narrower_bound_or_as_it_first_reached_its_goal(tiny_classifier,
+                                                                                          random_images):
+    """With tighten, an image that reached its goal with a widened bound tries again within one size less: it ends
+    either exactly as without tightening (the try did not reach the goal: the state that did stays) or within a
+    bound narrower than the one it first reached the goal with, the goal holding on the saved image either way."""
+    growth, budget = 2, 2 / 255
+    settings = dict(sigma=0.5, eps=2 / 255, texture_mask=0.02, texture_budget=budget, budget_growth=growth,
+                    threshold=0.5, max_iter=80)
+    plain = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=0, **settings)
+    tight = scenepriv.protect(random_images, tiny_classifier, "p-fgsm", seed=0, tighten=2, **settings)
+    assert torch.equal(plain.success, tight.success) and torch.equal(plain.goals, tight.goals)
+    assert bool(plain.success.all())
+    with torch.no_grad():
+        logits = tiny_classifier(tight.images)
+    assert bool(goal_reached(logits, tight.goals, targeted=True, threshold=0.5).all())
+    assert torch.allclose(tight.final_probabilities[0], logits.double().softmax(1), atol=1e-5)  # what each shows
+    weights = texture_weights(quantise(random_images.clone()), 0.02)
+    first_sizes = 1 + (plain.iterations - 1) // growth  # the bound the plain run's last step was within
+    changed = restored = 0
+    for i in range(len(random_images)):
+        if torch.equal(tight.images[i], plain.images[i]):
+            restored += int(tight.iterations[i]) > int(plain.iterations[i])  # tried, did not reach it: set back
+            continue
+        changed += 1
+        narrower = (first_sizes[i] - 1) * budget * weights[i] + 0.5 / 255 + 1e-6
+        assert bool(((tight.images[i] - tight.originals[i]).abs() <= narrower).all()), i
+        assert int(tight.iterations[i]) > int(plain.iterations[i])
+    assert changed > 0 and restored > 0  # some reached their goal within a narrower bound, some were set back

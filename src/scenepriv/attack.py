@@ -162,21 +162,68 @@ class Direction:
 class Bound:
     """How far each pixel may move from the original: ``max_perturbation``, a number or a map (N, 1 or 3, H, W) per
     pixel, widened by its first size every ``budget_growth`` steps for an image still going (so each image gets the
-    smallest of those budgets that reaches its goal)."""
+    smallest of those budgets that reaches its goal). With ``tighten`` k, an image that reaches its goal within
+    ``tighten_from`` sizes or more tries again within one size less, for ``budget_growth`` steps, up to k times; where
+    it does not reach the goal there, the state that last reached it is what it ends with (:class:`Tightening`)."""
 
     max_perturbation: float | torch.Tensor
     budget_growth: int | None = None
+    tighten: int | None = None
+    tighten_from: int = 4
+
+    def sizes(self, steps: torch.Tensor, ceiling: torch.Tensor | None) -> torch.Tensor:
+        """(n,) how many first sizes the bound is at step ``steps`` (0: the first) of each image (its ``ceiling``)."""
+        sizes = 1 + steps // self.budget_growth
+        return sizes if ceiling is None else torch.minimum(sizes, ceiling)
 
     def project(self, moved: torch.Tensor, original: torch.Tensor, index: torch.Tensor, iterations: torch.Tensor,
-                everyone: bool) -> None:
-        """Clip ``moved`` (the images ``index``) in place to their bound around ``original``."""
+                everyone: bool, ceiling: torch.Tensor | None = None) -> None:
+        """Clip ``moved`` (the images ``index``) in place to their bound around ``original`` (``ceiling``: the most
+        sizes each image's may have, :class:`Tightening`'s)."""
         bound = self.max_perturbation
         if isinstance(bound, torch.Tensor):
             bound = bound.to(moved.device, moved.dtype)
             bound = bound if everyone else bound[index]
         if self.budget_growth:
-            bound = bound * (1 + iterations[index] // self.budget_growth).view(-1, 1, 1, 1).to(moved.dtype)
+            sizes = self.sizes(iterations[index], None if ceiling is None else ceiling[index])
+            bound = bound * sizes.view(-1, 1, 1, 1).to(moved.dtype)
         torch.minimum(torch.maximum(moved, original - bound), original + bound, out=moved)
+
+
+class Tightening:
+    """A run's state of :attr:`Bound.tighten`: per image, the most sizes its bound may have (``ceiling``), the tries
+    left, the step by which a try must reach the goal, and the saved image (and logits) that last reached it."""
+
+    def __init__(self, bound: Bound, x: torch.Tensor) -> None:
+        count = len(x)
+        self.bound = bound
+        self.ceiling = torch.full((count,), torch.iinfo(torch.long).max, dtype=torch.long, device=x.device)
+        self.tries = torch.full_like(self.ceiling, bound.tighten)
+        self.until = torch.zeros_like(self.ceiling)
+        self.kept = torch.zeros(count, dtype=torch.bool, device=x.device)
+        self.best = torch.empty_like(x)
+        self.best_logits: torch.Tensor | None = None
+
+    def settle(self, reached: torch.Tensor, saved: torch.Tensor, logits: torch.Tensor, index: torch.Tensor,
+               iterations: torch.Tensor, x: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Of the images ``index`` this step, those that reached the goal and may try a narrower bound go on, their
+        saved image kept; those whose try ran out (or the last step) end with it (``x`` and their ``logits`` set
+        back). The goal reached after that, and the logits."""
+        if self.best_logits is None:
+            self.best_logits = logits.new_empty(len(logits), len(x), logits.shape[2])
+        sizes = self.bound.sizes((iterations[index] - 1).clamp_min(0), self.ceiling[index])  # of the last step taken
+        again = reached & (self.tries[index] > 0) & (sizes >= self.bound.tighten_from) & (not last)
+        rows = index[again]
+        self.best[rows], self.best_logits[:, rows], self.kept[rows] = saved[again], logits[:, again], True
+        self.ceiling[rows], self.tries[rows] = sizes[again] - 1, self.tries[rows] - 1
+        self.until[rows] = iterations[rows] + self.bound.budget_growth
+        reached = reached & ~again
+        back = ~reached & self.kept[index] & ((iterations[index] >= self.until[index]) | last)
+        rows = index[back]
+        x[rows] = self.best[rows]
+        logits = logits.clone()
+        logits[:, back] = self.best_logits[:, rows]
+        return reached | back, logits
 
 
 @dataclass(frozen=True)
@@ -223,6 +270,7 @@ def sign_step_loop(images: torch.Tensor, classifier: nn.Module | Sequence[nn.Mod
     iterations = torch.zeros(count, dtype=torch.long, device=x.device)
     success = torch.zeros_like(active)
     direction.start(x)
+    tightening = Tightening(bound, x) if bound is not None and bound.budget_growth and bound.tighten else None
     ascent = 1.0 if (direction.noise is not None or not goal.targeted) else -1.0
     clean_logits = final_logits = labels = computed = None
     for step in range(max_iter + 1):
@@ -243,6 +291,8 @@ def sign_step_loop(images: torch.Tensor, classifier: nn.Module | Sequence[nn.Mod
             if goal.confirm is not None and iterative and bool(reached.any()):
                 candidates = reached.nonzero().squeeze(1)
                 reached[candidates] = goal.confirm(saved[candidates], labels[index[candidates]], index[candidates])
+            if tightening is not None and iterative:
+                reached, logits = tightening.settle(reached, saved, logits, index, iterations, x, last)
             done = reached | last if iterative else torch.full_like(reached, last)
             final_logits[:, index[done]] = logits[:, done]
             success[index[done]] = reached[done]
@@ -261,7 +311,8 @@ def sign_step_loop(images: torch.Tensor, classifier: nn.Module | Sequence[nn.Mod
         moved = x if everyone else x[index]  # x itself (no graph holds it) or a gathered copy: stepped in place
         moved.add_(direction.step(computed, index, everyone), alpha=ascent * eps)
         if bound is not None:
-            bound.project(moved, x_original if everyone else x_original[index], index, iterations, everyone)
+            bound.project(moved, x_original if everyone else x_original[index], index, iterations, everyone,
+                          None if tightening is None else tightening.ceiling)
         moved.clamp_(0, 1)
         if not everyone:
             x[index] = moved

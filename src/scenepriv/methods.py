@@ -162,7 +162,7 @@ def protect(
         copy.work, ensemble, goal, eps=settings.eps,
         max_iter=settings.max_iter if fixed_steps is None else fixed_steps,
         direction=Direction(copy.weights, settings.momentum, smoothing, noise),
-        bound=None if bound is None else Bound(bound, settings.budget_growth),
+        bound=None if bound is None else Bound(bound, settings.budget_growth, settings.tighten),
         views=_views(settings, seed, primary.input_size, copy, confirm.refused), iterative=fixed_steps is None,
         bucket=device.type == "cuda",  # GPU libraries plan per shape
         on_step=None if progress is None else functools.partial(progress, "step"))

@@ -93,7 +93,7 @@ def resolve_settings(method: str = "p-fgsm", size: str = "full", strength: str |
         raise ValueError(f"unknown strength {strength!r}; choose one of {', '.join(STRENGTHS)}")
     values = dict(STRENGTHS[strength])
     if given.get("max_perturbation") is not None:
-        values = {k: v for k, v in values.items() if k not in ("texture_budget", "budget_growth")}
+        values = {k: v for k, v in values.items() if k not in ("texture_budget", "budget_growth", "tighten")}
     values.update({k: v for k, v in given.items() if v is not None})
     values["robust"] = values.get("robust", False) or robust
     settings = Settings(**values)

@@ -83,6 +83,9 @@ class Settings:
     texture_mask: float | None = None  # c of the perceptual mask w = s / (s + c) on each pixel's step; None: uniform
     texture_budget: float | None = None  # with the mask: |x - x_original| <= budget * w, per pixel
     budget_growth: int | None = None  # the budget of an image still going widens by its first size this often
+    # an image that reaches its goal with that budget widened 3 times or more tries again (for budget_growth steps)
+    # within one size less, up to this many times; where it does not reach it there, the last state that did stays
+    tighten: int | None = None
     # Transfer to classifiers not protected against (None: off, the paper's plain sign steps):
     diversity: int | None = None  # input diversity: this many randomly shrunk and shifted views join each gradient
     diversity_scale: float = 0.8  # each view of ``diversity`` shrinks the image by a factor in [this, 1]
@@ -98,14 +101,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
-        optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "diversity",
-                    "momentum", "smoothing", "min_iter", "shrink", "work_size")
+        optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "tighten",
+                    "diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
-                     "iterations", "budget_growth", "diversity", "diversity_scale", "momentum", "smoothing",
+                     "iterations", "budget_growth", "tighten", "diversity", "diversity_scale", "momentum", "smoothing",
                      "min_iter", "robust_quality", "robust_views", "shrink", "work_size"):
             value = getattr(self, name)
-            whole = name in ("max_iter", "iterations", "budget_growth", "diversity", "min_iter", "robust_quality",
-                             "robust_views", "shrink", "work_size")
+            whole = name in ("max_iter", "iterations", "budget_growth", "tighten", "diversity", "min_iter",
+                             "robust_quality", "robust_views", "shrink", "work_size")
             if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
                     raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
@@ -120,6 +123,8 @@ class Settings:
             raise ValueError("texture_budget bounds the perturbation by the texture mask: set texture_mask too")
         if self.budget_growth is not None and self.texture_budget is None and self.max_perturbation is None:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
+        if self.tighten is not None and self.budget_growth is None:
+            raise ValueError("tighten narrows a widened bound again: set budget_growth too")
         if not 1 <= self.robust_quality <= 100:
             raise ValueError(f"robust_quality is a JPEG quality in [1, 100], got {self.robust_quality!r}")
         if self.robust_views == 0:
@@ -165,11 +170,12 @@ PRESETS: dict[str, Strength] = {
     # steps of 2/255 weighted by texture within 2/255 x the weight, that bound widening every 10 iterations,
     # through two platform re-encodings per step (resizing, JPEG 50-95; random, the second, once a real one refused
     # the photo, that one), stopping only once the file and its real JPEG 50, 75 and 95 re-encodings hold at full
-    # and half size; then scaled down as far as that still holds (5 halvings);
+    # and half size; a photo that needed its bound widened 3 times or more then tries again within one size less
+    # (10 steps), twice at most; then scaled down as far as that still holds (5 halvings);
     # photos of 2000 px or more worked on at half size (scenepriv.resolution)
     "medium": Strength(
-        {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "threshold": 0.5,
-         "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5, "work_size": 2000},
+        {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "tighten": 2,
+         "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 5, "work_size": 2000},
         "the default: hardly visible; holds on the file as saved and after a site's JPEG re-encoding (quality "
         "50-95) at full and half size, whatever the resize",
         jpeg=(50, 75, 95), scales=(0.5, 1.0), all_resamplers=True),
