@@ -84,6 +84,8 @@ def test_settings_follow_the_strength_and_the_options_given_win():
     assert strength == "medium" and settings.eps == 0.01 and settings.robust  # the preset's robustness stays
     _, bounded = pipeline.resolve_settings(strength="low", max_perturbation=0.02)
     assert bounded.max_perturbation == 0.02 and bounded.texture_budget is None and bounded.texture_mask == 0.02
+    _, bounded = pipeline.resolve_settings(strength="medium", max_perturbation=0.02)  # the budget's growth goes too
+    assert bounded.max_perturbation == 0.02 and bounded.budget_growth is None and bounded.tighten is None
     with pytest.raises(ValueError, match="iterations=k applies to sog, fgsm and r-fgsm"):
         pipeline.resolve_settings("p-fgsm", iterations=3)
     with pytest.raises(ValueError, match="unknown strength"):
