@@ -261,3 +261,7 @@ def test_tightening_ends_each_image_within_a_narrower_bound_or_as_it_first_reach
         assert bool(((tight.images[i] - tight.originals[i]).abs() <= narrower).all()), i
         assert int(tight.iterations[i]) > int(plain.iterations[i])
     assert changed > 0 and restored > 0  # some reached their goal within a narrower bound, some were set back
+    with pytest.raises(ValueError, match="tighten"):
+        Settings(tighten=0, texture_mask=0.02, texture_budget=budget, budget_growth=growth)
+    with pytest.raises(ValueError, match="budget_growth"):
+        Settings(tighten=1)

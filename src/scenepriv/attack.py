@@ -192,7 +192,8 @@ class Bound:
 
 class Tightening:
     """A run's state of :attr:`Bound.tighten`: per image, the most sizes its bound may have (``ceiling``), the tries
-    left, the step by which a try must reach the goal, and the saved image (and logits) that last reached it."""
+    left, the step by which a try must reach the goal, and the saved image (and logits) that last reached it (an
+    image that used a try has one)."""
 
     def __init__(self, bound: Bound, x: torch.Tensor) -> None:
         count = len(x)
@@ -200,7 +201,6 @@ class Tightening:
         self.ceiling = torch.full((count,), torch.iinfo(torch.long).max, dtype=torch.long, device=x.device)
         self.tries = torch.full_like(self.ceiling, bound.tighten)
         self.until = torch.zeros_like(self.ceiling)
-        self.kept = torch.zeros(count, dtype=torch.bool, device=x.device)
         self.best = torch.empty_like(x)
         self.best_logits: torch.Tensor | None = None
 
@@ -214,15 +214,17 @@ class Tightening:
         sizes = self.bound.sizes((iterations[index] - 1).clamp_min(0), self.ceiling[index])  # of the last step taken
         again = reached & (self.tries[index] > 0) & (sizes >= self.bound.tighten_from) & (not last)
         rows = index[again]
-        self.best[rows], self.best_logits[:, rows], self.kept[rows] = saved[again], logits[:, again], True
+        self.best[rows], self.best_logits[:, rows] = saved[again], logits[:, again]
         self.ceiling[rows], self.tries[rows] = sizes[again] - 1, self.tries[rows] - 1
         self.until[rows] = iterations[rows] + self.bound.budget_growth
         reached = reached & ~again
-        back = ~reached & self.kept[index] & ((iterations[index] >= self.until[index]) | last)
-        rows = index[back]
-        x[rows] = self.best[rows]
-        logits = logits.clone()
-        logits[:, back] = self.best_logits[:, rows]
+        trying = self.tries[index] < self.bound.tighten
+        back = ~reached & trying & ((iterations[index] >= self.until[index]) | last)
+        if bool(back.any()):
+            rows = index[back]
+            x[rows] = self.best[rows]
+            logits = logits.clone()
+            logits[:, back] = self.best_logits[:, rows]
         return reached | back, logits
 
 

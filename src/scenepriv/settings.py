@@ -123,6 +123,8 @@ class Settings:
             raise ValueError("texture_budget bounds the perturbation by the texture mask: set texture_mask too")
         if self.budget_growth is not None and self.texture_budget is None and self.max_perturbation is None:
             raise ValueError("budget_growth widens a bound: set texture_budget or max_perturbation too")
+        if self.tighten == 0:
+            raise ValueError("tighten takes at least 1 try (None: off)")
         if self.tighten is not None and self.budget_growth is None:
             raise ValueError("tighten narrows a widened bound again: set budget_growth too")
         if not 1 <= self.robust_quality <= 100:
