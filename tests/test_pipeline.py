@@ -1,10 +1,12 @@
 """The file pipeline that the command line, the web page and the cluster backend share."""
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import scenepriv
@@ -63,18 +65,51 @@ def test_results_equal_the_library_call_on_the_same_photo(folder, tmp_path, tiny
 
 
 def test_closing_early_still_reports_the_files_being_written(folder, tmp_path, tiny_classifier):
-    pairs = pipeline.output_pairs(find_images([folder / "a.png", folder / "c.png", folder / "d.png"]),
-                                  tmp_path / "out")
-    job = pipeline.Job(method="fgsm", settings=pipeline.resolve_settings("fgsm")[1], strength="paper", batch_size=1)
-    report = pipeline.Report(str(tmp_path / "report.jsonl"))
-    results = pipeline.protect_files(pairs, [tiny_classifier], job, report=report)
-    first = next(results)  # a.png yielded; c.png has been protected and handed to the writer
-    results.close()
-    report.close()
+    for at_once in (1, 2):
+        out = tmp_path / f"out{at_once}"
+        job = pipeline.Job(method="fgsm", settings=pipeline.resolve_settings("fgsm")[1], strength="paper",
+                           batch_size=1, at_once=at_once)
+        report = pipeline.Report(str(out / "report.jsonl"))
+        results = pipeline.protect_files(pipeline.output_pairs(find_images([folder / "a.png", folder / "c.png",
+                                                                            folder / "d.png"]), out), [tiny_classifier],
+                                         job, report=report)
+        first = next(results)  # a.png yielded; one at a time, c.png has been protected and handed to the writer
+        results.close()  # two at a time, d.png was at work too: saved where it was done
+        report.close()
 
-    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
-    reported = [Path(json.loads(line)["output"]).name for line in (tmp_path / "report.jsonl").read_text().splitlines()]
-    assert first.output.name == "a.png" and saved == reported == ["a.png", "c.png"]
+        saved = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+        reported = [Path(json.loads(line)["output"]).name for line in (out / "report.jsonl").read_text().splitlines()]
+        assert first.output.name == "a.png" and saved == reported
+        assert saved == ["a.png", "c.png"] if at_once == 1 else saved[:2] == ["a.png", "c.png"]
+
+
+def test_two_batches_at_once_each_on_half_the_cores_give_their_results_in_order(folder, tmp_path, tiny_classifier):
+    """On a CPU, small batches are protected two at a time in threads, each on half the cores: the results come in
+    order, and each photo is protected as it is one batch at a time on that many cores."""
+    pairs = pipeline.output_pairs(find_images([folder]), tmp_path / "two")
+    _, settings = pipeline.resolve_settings(strength="medium", max_iter=4)
+    cores = torch.get_num_threads()
+    seen = {}  # photo: the threads that protected it and the cores each used
+    results = list(pipeline.protect_files(
+        pairs, [tiny_classifier], pipeline.Job(settings=settings, strength="medium", seed=0, batch_size=1, at_once=2),
+        progress=lambda sources, stage, step: seen.setdefault(sources[0].name, set()).add(
+            (threading.get_ident(), torch.get_num_threads()))))
+    assert [r.source.name for r in results] == ["a.png", "b.jpg", "c.png", "d.png"] and results[1].error
+    assert all(len(each) == 1 and next(iter(each))[1] == max(1, cores // 2) for each in seen.values())
+    assert len({thread for each in seen.values() for thread, _ in each}) == 2  # a and c at once, then d
+
+    torch.set_num_threads(max(1, cores // 2))
+    try:
+        one = list(pipeline.protect_files(pipeline.output_pairs(find_images([folder]), tmp_path / "one"),
+                                          [tiny_classifier], pipeline.Job(settings=settings, strength="medium",
+                                                                          seed=0, batch_size=1, at_once=1)))
+    finally:
+        torch.set_num_threads(cores)
+    for two_at_once, alone in zip(results, one, strict=True):
+        assert (two_at_once.record is None) == (alone.record is None)
+        if alone.record is not None:
+            assert two_at_once.output.read_bytes() == alone.output.read_bytes()
+            assert two_at_once.record["iterations"] == alone.record["iterations"]
 
 
 def test_settings_follow_the_strength_and_the_options_given_win():

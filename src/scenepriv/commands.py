@@ -9,6 +9,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +30,8 @@ class Console:
         self.verbosity = verbosity
         self.stream = sys.stderr if machine_stdout else sys.stdout
         self.progress = None  # a tqdm bar, whose line is kept below the messages
-        self.step_bar = self.step_name = None  # a second bar: the steps of the photo(s) at work
+        self.step_bars: dict[str, tuple] = {}  # more bars: the steps of each batch at work, and its line
+        self.lock = threading.Lock()
 
     def _write(self, line: str, stream) -> None:
         if self.progress is not None:
@@ -58,22 +60,29 @@ class Console:
         return self.progress
 
     def steps(self, sources: list, stage: str, step: int) -> None:
-        """A second bar, below the photos' one: the steps of the photo(s) at work (a large photo takes a while)."""
+        """Bars below the photos' one: the steps of each batch at work (a large photo takes a while), one line each
+        (two batches of small photos are protected at once); a batch's bar goes when it is ``"done"``."""
         from tqdm import tqdm
 
         name = _shown(Path(sources[0]).name) + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
-        if self.step_bar is None or self.step_name != name:
-            self.close_steps()
-            self.step_name = name
-            self.step_bar = tqdm(desc=name, unit="step", position=1, leave=False, file=sys.stderr,
-                                 disable=None if self.verbosity >= 0 else True)
-        self.step_bar.set_postfix_str("scaling the change down" if stage == "shrink" else "", refresh=False)
-        self.step_bar.update(step - self.step_bar.n)
+        with self.lock:  # called from the threads that protect
+            if stage == "done":
+                if name in self.step_bars:
+                    self.step_bars.pop(name)[0].close()
+                return
+            if name not in self.step_bars:
+                line = min(set(range(1, len(self.step_bars) + 2)) - {line for _, line in self.step_bars.values()})
+                self.step_bars[name] = tqdm(desc=name, unit="step", position=line, leave=False, file=sys.stderr,
+                                            disable=None if self.verbosity >= 0 else True), line
+            bar = self.step_bars[name][0]
+            bar.set_postfix_str("scaling the change down" if stage == "shrink" else "", refresh=False)
+            bar.update(step - bar.n)
 
     def close_steps(self) -> None:
-        if self.step_bar is not None:
-            self.step_bar.close()
-            self.step_bar = None
+        with self.lock:
+            for bar, _ in self.step_bars.values():
+                bar.close()
+            self.step_bars.clear()
 
 
 def _shown(path) -> str:

@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .images import JpegFormat
 
 BATCH_PIXELS = 16_000_000  # the most pixels protected in one batch
+SHARED_PIXELS = 4_000_000  # a batch of at most this many pixels is protected beside another, on a share of the cores
 T = TypeVar("T")
 SETTING_NAMES = ("eps", "max_iter", "threshold", "sigma", "iterations", "max_perturbation")
 
@@ -48,6 +50,9 @@ class Job:
     quality: int | None = None  # JPEG quality; None: the photo's own (85-95), 90 for one that was not a JPEG
     keep_metadata: bool = False  # EXIF without location; a valid colour profile is always kept
     compare: Path | None = None  # also write the most changed crop, original | protected, under this folder
+    # batches protected at once on a CPU, each on its share of the cores (None: 2 where there are 2 cores or more and
+    # 2 photos or more; batches of more than SHARED_PIXELS always alone, on all of them)
+    at_once: int | None = None
 
     @property
     def output_format(self) -> str:
@@ -295,9 +300,12 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     :class:`FileResult` per pair, in order, once its file is written (and its record appended to ``report``).
 
     Photos are decoded ahead in a background thread and written in another while the next batch is protected;
-    consecutive photos of one size form a batch. A batch that runs out of memory is retried photo by photo.
-    Closing the generator early (an interrupt) still writes and reports the files already being written.
-    ``progress(sources, stage, step)`` follows the work within a batch (see :func:`scenepriv.protect`).
+    consecutive photos of one size form a batch. On a CPU two batches of small photos are protected at once, each on
+    half the cores (:attr:`Job.at_once`: a network's passes over a few small images use two cores poorly). A batch
+    that runs out of memory is retried photo by photo. Closing the generator early (an interrupt) still writes and
+    reports the files already being written; the batches still at work stop.
+    ``progress(sources, stage, step)`` follows the work within a batch (see :func:`scenepriv.protect`), then
+    ``("done", steps)``; two batches may be at work at once (:attr:`Job.at_once`), so it is called from their threads.
     """
     import torch
 
@@ -332,20 +340,32 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     def pixel_size(item) -> tuple[int, int] | None:
         return None if isinstance(item, FileResult) else tuple(item[2].shape[-2:])
 
-    def protected(batch: list) -> list:
-        """(photo, output, original, 8-bit result, record) per photo, or a FileResult where it does not fit."""
+    threads = torch.get_num_threads()
+    at_once = job.at_once or (2 if len(pairs) > 1 and threads > 1 and models[0].device.type == "cpu" else 1)
+    abandoned = threading.Event()  # set when the run stops early: the batches at work stop at their next step
+
+    def protected(batch: list, threads: int) -> list:
+        """(photo, output, original, 8-bit result, record) per photo, or a FileResult where it does not fit; in a
+        thread of the pool, on ``threads`` cores (a photo's float results depend on how many)."""
+        torch.set_num_threads(threads)
+        sources = [photo.path for photo, _, _ in batch]
+
+        def step(stage: str, step: int) -> None:
+            if abandoned.is_set():
+                raise _Abandoned
+            if progress is not None:
+                progress(sources, stage, step)
         try:
-            sources = [photo.path for photo, _, _ in batch]
             result = protect(torch.stack([pixels for _, _, pixels in batch]), models, job.method, seed=job.seed,
                              settings=job.settings, saved_as=[saved_as(job, photo, output)
-                                                              for photo, output, _ in batch],
-                             progress=None if progress is None else lambda stage, step: progress(sources, stage, step))
+                                                              for photo, output, _ in batch], progress=step)
+            step("done", int(result.iterations.max()))
             return list(zip(batch, to_uint8(result.images), result.records, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
             if not is_out_of_memory(error):
                 raise
         if len(batch) > 1:
-            return [done for item in batch for done in protected([item])]
+            return [done for item in batch for done in protected([item], threads)]
         photo, output, pixels = batch[0]
         return [FileResult(photo.path, output, error=f"{shown(photo.path)}: not enough memory to protect this "
                                                      f"{pixels[0].numel() / 1e6:.0f}-megapixel photo; close other "
@@ -384,27 +404,59 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
     def ready(item) -> FileResult:
         return item if isinstance(item, FileResult) else result_of(*item)
 
-    # In order: FileResults, and (future, photo, output, record) of the files handed to the writer. A batch's files
-    # are written while the next batch is protected; then they are yielded.
+    # In order: FileResults, Futures of the batches at work, and (future, photo, output, record) of the files handed
+    # to the writer. Up to ``at_once`` batches are protected while the files of earlier ones are written and yielded.
     queue: list = []
-    with ThreadPoolExecutor(max_workers=1) as writer:
+
+    def hand_over(position: int) -> None:
+        """Wait for the batch at work at ``position`` of the queue; hand its files to the writer in its place."""
+        items = []
+        for item in queue[position].result():
+            if not isinstance(item, FileResult):
+                (photo, output, original), pixels, record = item
+                item = writer.submit(write, photo, output, original, pixels), photo, output, record
+            items.append(item)
+        queue[position:position + 1] = items
+
+    def at_work() -> list[int]:
+        return [position for position, item in enumerate(queue) if isinstance(item, Future)]
+
+    with ThreadPoolExecutor(max_workers=1) as writer, ThreadPoolExecutor(max_workers=at_once) as pool:
         try:
             for batch in batch_groups(prefetch(decoded(), depth=job.batch_size), pixel_size, job.batch_size):
-                earlier = len(queue)
-                for item in batch if isinstance(batch[0], FileResult) else protected(batch):
-                    if not isinstance(item, FileResult):
-                        (photo, output, original), pixels, record = item
-                        item = writer.submit(write, photo, output, original, pixels), photo, output, record
-                    queue.append(item)
-                for _ in range(earlier):
+                if isinstance(batch[0], FileResult):
+                    queue.extend(batch)
+                else:
+                    alone = sum(pixels[0].numel() for _, _, pixels in batch) > SHARED_PIXELS
+                    while len(at_work()) >= at_once or (alone and at_work()):
+                        wait([queue[position] for position in at_work()], return_when=FIRST_COMPLETED)
+                        for position in reversed(at_work()):
+                            if queue[position].done():
+                                hand_over(position)
+                    if alone or at_once == 1:  # here, on all the cores
+                        queue.append(Future())
+                        queue[-1].set_result(protected(batch, threads))
+                    else:
+                        queue.append(pool.submit(protected, batch, max(1, threads // at_once)))
+                while queue and not isinstance(queue[0], Future):
                     yield ready(queue.pop(0))
             while queue:
+                if isinstance(queue[0], Future):
+                    hand_over(0)
                 yield ready(queue.pop(0))
-        except KeyboardInterrupt:  # the files already handed to the writer are saved and reported: then stop
-            while queue:
-                yield ready(queue.pop(0))
+        except (KeyboardInterrupt, GeneratorExit) as stop:  # closed early (by the caller): the batches still at work
+            abandoned.set()  # stop; those protected are saved and reported (yielded on an interrupt), then it stops
+            for position in reversed(at_work()):
+                if queue[position].done() and queue[position].exception() is None:
+                    hand_over(position)
+            finished = [ready(item) for item in queue if not isinstance(item, Future)]
+            if isinstance(stop, KeyboardInterrupt):
+                yield from finished
             raise
-        except GeneratorExit:  # closed early by the caller: the same, without yielding
-            for item in queue:
-                ready(item)
+        except BaseException:
+            abandoned.set()
             raise
+
+
+class _Abandoned(Exception):
+    """Raised in the batches at work when the run stops early (an interrupt, an error, the caller closing it)."""

@@ -109,8 +109,10 @@ class Worker:
 
         def progress(sources: list[Path], stage: str, step: int) -> None:
             with lock:
-                for source in sources:
+                for source in sources:  # two photos may be at work at once
                     working[source].step, working[source].shrinking = step, stage == "shrink"
+                    if stage != "done" and working[source].state == "waiting":
+                        working[source].state = "protecting"
 
         results = pipeline.protect_files(pairs, models, work, progress=progress)
         for position, result in enumerate(results):
