@@ -289,13 +289,28 @@ def _shrink(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, en
     protected[rows[judged]], final_logits[:, rows[judged]] = shrunk[judged], shrunk_logits[:, judged]
 
 
+# Logits by which the top-1 of a re-encoding must lead the runner-up for the confirmation to count it: fp32 results
+# differ in their last bits with the cores that compute them (verify's may use more than the confirmation's), which
+# can swap two classes tied that closely.
+LEAD = 0.01
+
+
+def leads(logits: torch.Tensor) -> torch.Tensor:
+    """(N,): whether each row's top-1 leads the runner-up by :data:`LEAD` logits or more."""
+    if logits.shape[1] < 2:
+        return torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+    top = logits.float().topk(2, dim=1).values
+    return top[:, 0] - top[:, 1] >= LEAD
+
+
 def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: torch.Tensor, labels: torch.Tensor,
                          *, targeted: bool, judge: str = "both", factor: int = 1,
                          failed: list[Check | None] | None = None) -> torch.Tensor:
     """(N,) whether the goal holds on the top-1 of every real re-encoding of ``ROBUST_CHECKS`` (Pillow's JPEG,
-    each resampler) for every model. ``judge``: ``"exact"``, in the model's own precision (what a verdict on a saved
-    photo is judged by); ``"fast"``, by its fast path (bf16 where it pays: a guide, not a verdict); ``"both"``, the
-    fast path rules out the images that fail there and the others are judged exactly. The checks go in stages,
+    each resampler) for every model, that top-1 leading by :data:`LEAD` logits. ``judge``: ``"exact"``, in the
+    model's own precision (what a verdict on a saved photo is judged by); ``"fast"``, by its fast path (bf16 where it
+    pays: a guide, not a verdict); ``"both"``, the fast path rules out the images that fail there and the others are
+    judged exactly. The checks go in stages,
     the one that fails most first, then quality by quality, harshest first, each stage only on the images that held
     so far (a candidate that fails at once costs one re-encoding). ``factor`` k: ``saved`` is the photo shrunk k
     times, the scales of the checks are the photo's (a check whose scale would enlarge it is made at its own
@@ -323,8 +338,9 @@ def holds_on_reencodings(classifier: Classifier | Sequence[Classifier], saved: t
                                  for row in rows])
             for network in passes:
                 with torch.no_grad():
-                    each = goal_reached(network(views.flatten(0, 1)), labels[rows].repeat_interleave(
-                        len(checks), dim=0), targeted=targeted, threshold=0.0).view(len(rows), len(checks))
+                    logits = network(views.flatten(0, 1))
+                each = (goal_reached(logits, labels[rows].repeat_interleave(len(checks), dim=0), targeted=targeted,
+                                     threshold=0.0) & leads(logits)).view(len(rows), len(checks))
                 reached = each.all(1)
                 holds[rows[~reached]] = False
                 if failed is not None:
