@@ -13,6 +13,7 @@ from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv import methods, reencode, transforms, verify
 from scenepriv.attack import Goal, Views, sign_step_loop
 from scenepriv.cli import main
+from scenepriv.settings import RESAMPLERS
 
 
 def run_cli(capsys, *args):
@@ -253,6 +254,23 @@ def test_a_reencoding_counts_only_where_its_top1_leads_by_the_margin(tiny_classi
                                              labels=tiny_classifier.labels, input_size=tiny_classifier.input_size,
                                              mean=(0.5,) * 3, std=(0.25,) * 3)
         assert torch.equal(methods.holds_on_reencodings(tied, images, labels, targeted=True), expected)
+
+
+def test_a_platform_resize_makes_the_same_8_bit_photo_on_one_core_and_on_two():
+    """Plain bilinear to half size averages 2x2 pixels: many results lie half a grey level between two, and on
+    [0, 1] the last bit, which depends on the cores that compute it, decided them (the confirmation on one core and
+    verify on two then judged two different JPEGs). Computed on whole levels, it is exact."""
+    image = torch.randint(0, 256, (3, 240, 320), generator=torch.Generator().manual_seed(0)).float() / 255
+    cores = torch.get_num_threads()
+    made = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            made[count] = [reencode.platform_versions(image, [reencode.Check(75, 0.5, resampler)], (32, 32))
+                           for resampler in RESAMPLERS]
+    finally:
+        torch.set_num_threads(cores)
+    assert all(torch.equal(one, two) for one, two in zip(made[1], made[2], strict=True))
 
 
 @pytest.mark.parametrize("size", [48, 128])

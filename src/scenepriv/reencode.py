@@ -43,6 +43,16 @@ def jpeg_round_trip(pixels: torch.Tensor, jpeg: int | JpegFormat) -> torch.Tenso
     return _floats(decoded).to(pixels.device)
 
 
+def _resized_levels(pixels: torch.Tensor, size: tuple[int, int], resampler: str) -> np.ndarray:
+    """(h, w, 3) uint8: an 8-bit photo (3, H, W) resized on its whole grey levels, channel by channel. On levels a
+    resize whose weights are powers of two (plain bilinear to half size: the mean of 2x2 pixels) is exact, so its
+    many ties at half a level round alike however many cores compute it; on [0, 1] a last bit decided them, and
+    ``verify`` on two cores could see a re-encoding other than the confirmation's on one."""
+    channels = [resize(channel.mul(255).round_()[None, None], size, resampler, top=255.0)[0, 0]
+                for channel in pixels]
+    return torch.stack(channels, 2).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+
+
 def _floats(pixels: np.ndarray) -> torch.Tensor:
     """(3, H, W) float32 in [0, 1] of an (H, W, 3) uint8 array, with one float allocation."""
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255)
@@ -68,7 +78,7 @@ def platform_versions(pixels: torch.Tensor, all_checks: Sequence[Check], input_s
         resized = coded[1:]
         if resized not in cache:  # the 8-bit photo the platform encodes
             size = (max(1, round(height * check.scale)), max(1, round(width * check.scale)))
-            cache[resized] = to_uint8(resize(pixels[None], size, check.resampler))[0]
+            cache[resized] = _resized_levels(pixels, size, check.resampler)
         if coded not in cache:
             cache[coded] = cache[resized] if check.quality is None else jpeg_pixels(cache[resized], check.quality)
         if coded not in floats:

@@ -20,14 +20,15 @@ if TYPE_CHECKING:  # reencode builds on this module
     from .reencode import Check
 
 
-def resize(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:
-    """Resize a batch (N, 3, H, W) to ``size`` with one of :data:`RESAMPLERS`, differentiably."""
+def resize(x: torch.Tensor, size: tuple[int, int], resampler: str, top: float = 1.0) -> torch.Tensor:
+    """Resize a batch (N, C, H, W) of values in [0, ``top``] to ``size`` with one of :data:`RESAMPLERS`,
+    differentiably."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if resampler == "area":
         return F.interpolate(x, size=size, mode="area")
     if resampler == "bicubic":
-        return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, top)
     if resampler in ("bilinear", "bilinear-antialias"):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
                              antialias=resampler == "bilinear-antialias")
