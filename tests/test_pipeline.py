@@ -80,7 +80,7 @@ def test_closing_early_still_reports_the_files_being_written(folder, tmp_path, t
         saved = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
         reported = [Path(json.loads(line)["output"]).name for line in (out / "report.jsonl").read_text().splitlines()]
         assert first.output.name == "a.png" and saved == reported
-        assert saved == ["a.png", "c.png"] if at_once == 1 else saved[:2] == ["a.png", "c.png"]
+        assert saved == ["a.png", "c.png"] if at_once == 1 else saved[0] == "a.png"
 
 
 def test_two_batches_at_once_each_on_half_the_cores_give_their_results_in_order(folder, tmp_path, tiny_classifier):

@@ -297,8 +297,6 @@ LEAD = 0.01
 
 def leads(logits: torch.Tensor) -> torch.Tensor:
     """(N,): whether each row's top-1 leads the runner-up by :data:`LEAD` logits or more."""
-    if logits.shape[1] < 2:
-        return torch.ones(len(logits), dtype=torch.bool, device=logits.device)
     top = logits.float().topk(2, dim=1).values
     return top[:, 0] - top[:, 1] >= LEAD
 

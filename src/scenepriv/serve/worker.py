@@ -103,13 +103,11 @@ class Worker:
         pairs = pipeline.output_pairs([(entry.source, Path(entry.source.stem)) for entry in entries],
                                       job.folder / "protected", work.output_format)
         models = self.loaded_models()
-        with lock:
-            entries[0].state = "protecting"
         working = {entry.source: entry for entry in entries}
 
         def progress(sources: list[Path], stage: str, step: int) -> None:
             with lock:
-                for source in sources:  # two photos may be at work at once
+                for source in sources:  # a photo is at work from its first step (two may be at once)
                     working[source].step, working[source].shrinking = step, stage == "shrink"
                     if stage != "done" and working[source].state == "waiting":
                         working[source].state = "protecting"
@@ -130,11 +128,9 @@ class Worker:
             if job.files_removed:  # deleted from the page: the photo at work was the last
                 results.close()
                 return
-            with lock:
-                if outcome is not None:
+            if outcome is not None:
+                with lock:
                     entry.result, entry.state = outcome, "done"
-                if position + 1 < len(entries):
-                    entries[position + 1].state = "protecting"
 
     def _outcome(self, job: WebJob, entry: Entry, result: pipeline.FileResult) -> dict[str, Any]:
         """What the page shows of a protected photo: the plain verdict, top-1 before and after, the checks on every
