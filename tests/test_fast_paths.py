@@ -15,7 +15,7 @@ from conftest import EXAMPLES, make_tiny_classifier
 from scenepriv import speed
 from scenepriv.attack import quantise, straight_through_quantise
 from scenepriv.images import load_photo
-from scenepriv.speed import bf16_is_fast, compile_problem, fold_batch_norms
+from scenepriv.speed import bf16_is_fast, compile_problem, depthwise_gradients_in_fp32, fold_batch_norms
 from scenepriv.transforms import resize_to_input
 from scenepriv.zoo import Classifier
 
@@ -150,6 +150,29 @@ def test_a_norm_whose_convolution_output_is_also_read_elsewhere_is_not_folded():
     network = ConvolutionNorm(skip=True).eval()
     with pytest.warns(UserWarning, match="changed the logits"):
         assert fold_batch_norms(network, torch.randn(1, 3, 8, 8)) is network
+
+
+def test_strided_depthwise_convolutions_take_their_gradient_in_fp32_under_bf16_and_no_other_layer_does():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, groups=8),
+                            nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 16, 3, stride=2, groups=2)).eval()
+    seen = {}
+    for index, module in enumerate(network):
+        module.register_forward_hook(lambda module, inputs, output, index=index: seen.__setitem__(index, output.dtype))
+    patched = depthwise_gradients_in_fp32(network)
+    assert patched is not network and "forward" not in vars(network[2])  # the original is left alone
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        patched(x.clone().requires_grad_(True)).float().sum().backward()
+        under_gradient = dict(seen)
+        with torch.no_grad():
+            patched(x)
+    assert under_gradient == {0: torch.bfloat16, 1: torch.bfloat16, 2: torch.float32, 3: torch.bfloat16,
+                              4: torch.bfloat16}  # the output's precision is the one computed in
+    assert seen[2] == torch.bfloat16  # without a gradient, as autocast has it
+    torch.testing.assert_close(patched(x), network(x))  # fp32: the same function
+    unstrided = nn.Sequential(nn.Conv2d(3, 3, 3, groups=3))
+    assert depthwise_gradients_in_fp32(unstrided) is unstrided
 
 
 def test_keep_freed_memory_applies_exactly_where_glibc_runs():

@@ -1,4 +1,5 @@
-"""What makes a classifier fast on this machine: probes of what the device computes well, and batch-norm folding.
+"""What makes a classifier fast on this machine: probes of what the device computes well, batch-norm folding, and
+the layers kept out of bf16 where it is slow.
 
 :class:`scenepriv.zoo.Classifier` reads them for its speed options; benchmarks report them.
 """
@@ -103,3 +104,31 @@ def fold_batch_norms(network: nn.Module, example: torch.Tensor) -> nn.Module:
         warnings.warn("folding batch norms changed the logits; the classifier runs without folding", stacklevel=2)
         return network
     return folded
+
+
+def depthwise_gradients_in_fp32(network: nn.Module) -> nn.Module:
+    """``network``, or a copy whose depthwise convolutions with a stride run in fp32 where a gradient flows through
+    them in bf16 on a CPU; every other layer stays in bf16, and passes without a gradient are unchanged.
+
+    oneDNN's bf16 backward of a strided depthwise convolution is 3-10 times slower than its fp32 one (the four of
+    EfficientNet-Lite0 took half of a bf16 step's network time; docs/speed.md, "Classifier options"), while dense
+    and grouped convolutions and unstrided depthwise ones are faster in bf16.
+    """
+    def strided_depthwise(module: nn.Module) -> bool:
+        return (isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1
+                and module.groups == module.in_channels == module.out_channels)
+
+    if not any(strided_depthwise(module) for module in network.modules()):
+        return network
+    network = copy.deepcopy(network)
+    for module in network.modules():
+        if strided_depthwise(module):
+            module.forward = functools.partial(_in_fp32_under_gradient, module, type(module).forward)
+    return network
+
+
+def _in_fp32_under_gradient(module: nn.Module, forward, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+        with torch.autocast("cpu", enabled=False):
+            return forward(module, x.float())
+    return forward(module, x)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..settings import PRECISIONS, RESIZE_POLICIES
-from ..speed import bf16_is_fast, compile_problem, fold_batch_norms
+from ..speed import bf16_is_fast, compile_problem, depthwise_gradients_in_fp32, fold_batch_norms
 from ..transforms import resize_to_input
 
 
@@ -23,7 +23,9 @@ class Classifier(nn.Module):
     Speed options (each leaves the interface unchanged):
     ``precision`` ``"fp32"`` runs the network as built; ``"bf16"`` runs it under bf16 autocast
     (only the sign of the gradient is used, which tolerates low precision); ``"auto"`` picks bf16
-    where the device computes it natively (:func:`scenepriv.speed.bf16_is_fast`) and fp32 elsewhere.
+    where the device computes it natively (:func:`scenepriv.speed.bf16_is_fast`) and fp32 elsewhere; under bf16 on a
+    CPU, the gradient of strided depthwise convolutions is computed in fp32
+    (:func:`scenepriv.speed.depthwise_gradients_in_fp32`).
     ``channels_last`` stores weights and activations as NHWC, the layout oneDNN and cuDNN prefer.
     ``compile`` runs normalisation and network through ``torch.compile`` (slow first call).
     ``fold_batch_norm`` folds batch norms into the convolutions before them (the same function,
@@ -62,6 +64,8 @@ class Classifier(nn.Module):
             self.network = fold_batch_norms(self.network, example.to(parameter.device, parameter.dtype))
         if channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
+        if precision != "fp32":
+            self.network = depthwise_gradients_in_fp32(self.network)
         self.name = name
         self.labels = list(labels)
         self.input_size = tuple(input_size)
