@@ -285,13 +285,18 @@ def test_a_verdict_at_full_size_reencodes_the_file_alone(tiny_classifier, monkey
     copy = WorkingCopy(images, 0.02, 64, [JpegFormat(90), JpegFormat(90)])
     confirm = methods._Confirmation([tiny_classifier], True, Settings(robust=True, threshold=0.01), copy)
     stages: list = []
+    judged: list = []
     monkeypatch.setattr(methods, "holds_on_reencodings",
                         lambda *args, judge, factor=1, **options: stages.append((judge, factor)) or
-                        torch.ones(len(args[1]), dtype=torch.bool))
+                        judged.append(args[1]) or torch.ones(len(args[1]), dtype=torch.bool))
     with torch.no_grad():
         goals = tiny_classifier(copy.as_saved(copy.work, torch.arange(2))).argmax(1)
     assert confirm(copy.work, goals, torch.arange(2)).all()
     assert stages == ([("exact", 1)] if size < 64 else [("fast", 2), ("exact", 1)])
     stages.clear()
-    confirm(copy.work, goals, torch.arange(2), exact=False)  # a search's guide: the working copy's stage alone
+    judged.clear()
+    confirm(copy.work, goals, torch.arange(2), exact=False)  # a search's guide: the first stage alone, by the fast path
     assert stages == [("fast", copy.factor)]
+    # working smaller, the working copy; at full size, the file as saved (its own JPEG is part of what is re-encoded)
+    expected = copy.work if size >= 64 else copy.as_saved(copy.work, torch.arange(2))
+    assert torch.equal(judged[0], expected) and not torch.equal(copy.as_saved(copy.work, torch.arange(2)), copy.work)

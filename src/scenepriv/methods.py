@@ -214,7 +214,9 @@ class _Confirmation:
     in stages, cheapest first: the re-encodings of the working-size photo judged by the fast path (only when working
     smaller: at full size the file's own cost as much), then the photo as its file shows it (full size, through its
     JPEG) judged by the fast path, its re-encodings by the fast path then in the model's own precision.
-    ``exact=False`` stops after the first stage: a search's guide (shrink), not a verdict."""
+    ``exact=False`` is a search's guide (shrink), not a verdict: working smaller, the first stage alone; at full
+    size, the file's re-encodings by the fast path (the file's own JPEG is part of what a platform re-encodes: a
+    search that left it out chose factors that the verdict then refused)."""
 
     def __init__(self, ensemble: list[Classifier], targeted: bool, settings: Settings,
                  copy: resolution.WorkingCopy) -> None:
@@ -227,9 +229,11 @@ class _Confirmation:
                  exact: bool = True) -> torch.Tensor:
         robust, proxy = self.settings.robust, self.copy.judged_as_saved
         holds = torch.ones(len(saved), dtype=torch.bool, device=saved.device)
-        if robust and (self.copy.factor > 1 or not exact):
+        if robust and self.copy.factor > 1:
             holds = self._reencoded("work", rows, saved, goals, judge="fast", factor=self.copy.factor)
-        if not exact or not proxy and not robust or not bool(holds.any()):
+            if not exact:
+                return holds
+        if not proxy and not robust or not bool(holds.any()):
             return holds
         rows, kept = rows[holds], holds.nonzero().squeeze(1)
         photos = self.copy.as_saved(saved[kept], rows)
@@ -242,7 +246,7 @@ class _Confirmation:
             still = holds[kept]
             photos = photos if bool(still.all()) else photos[still]  # a full-size copy only where some failed
             holds[kept[still]] = self._reencoded("saved", rows[still], photos, goals[kept[still]],
-                                                 judge="exact" if proxy else "both")
+                                                 judge="fast" if not exact else "exact" if proxy else "both")
         return holds
 
     def _reencoded(self, stage: str, rows: torch.Tensor, photos: torch.Tensor, goals: torch.Tensor,
