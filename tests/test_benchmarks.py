@@ -86,3 +86,15 @@ def test_strengths_run_summarizes_what_the_command_line_did(tmp_path):
     assert set(line["judges"]) == {"efficientnet-lite1", "efficientnet-lite2"}
     # a photo protected (its target leads on the file as saved) keeps low's promise (top-1 changed as saved)
     assert line["promise_holds"] or not line["protected"]
+
+
+def test_depthwise_benchmark_times_both_kinds_of_step():
+    """benchmarks/depthwise.py on the smallest setting: a row per model with both times and their ratio."""
+    script = SCRIPT.parent / "depthwise.py"
+    done = subprocess.run([sys.executable, str(script), "--models", "efficientnet-lite0", "--batches", "1",
+                           "--threads", "1", "--repeat", "1"], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| efficientnet-lite0 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    bf16, fp32, ratio = float(cells[3].removesuffix(" ms")), float(cells[4].removesuffix(" ms")), float(cells[5])
+    assert bf16 > 0 and fp32 > 0 and math.isclose(ratio, fp32 / bf16, rel_tol=0.05, abs_tol=0.01)
