@@ -173,8 +173,8 @@ PRESETS: dict[str, Strength] = {
     # through two platform re-encodings per step (resizing, JPEG 50-95; random, the second, once a real one refused
     # the photo, that one), stopping only once the file and its real JPEG 50, 75 and 95 re-encodings hold at full
     # and half size; a photo that needed its bound widened 3 times or more then tries again within one size less
-    # (10 steps), twice at most; then scaled down as far as that still holds (3 halvings: by 1/8 or more; finer
-    # factors cost a sixth of the run and moved photos by 1-3%); photos of 2000 px or more worked on at half size
+    # (10 steps), twice at most; then scaled down as far as that still holds (3 halvings: by 1/8 or more; two more
+    # cost a sixth of the run and moved factors by 1/16-1/32); photos of 2000 px or more worked on at half size
     # (scenepriv.resolution)
     "medium": Strength(
         {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "tighten": 2,

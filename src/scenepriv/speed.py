@@ -111,8 +111,8 @@ def depthwise_gradients_in_fp32(network: nn.Module) -> nn.Module:
     them in bf16 on a CPU; every other layer stays in bf16, and passes without a gradient are unchanged.
 
     oneDNN's bf16 backward of a strided depthwise convolution is 3-10 times slower than its fp32 one (the four of
-    EfficientNet-Lite0 took half of a bf16 step's network time; docs/speed.md, "Classifier options"), while dense
-    and grouped convolutions and unstrided depthwise ones are faster in bf16.
+    EfficientNet-Lite0 took half of a bf16 step's network time; docs/speed.md, "The step and the shrink,
+    profiled"), while dense and grouped convolutions and unstrided depthwise ones are faster in bf16.
     """
     def strided_depthwise(module: nn.Module) -> bool:
         return (isinstance(module, nn.Conv2d) and module.groups > 1 and max(module.stride) > 1
