@@ -501,3 +501,20 @@ def test_cluster_options_without_ray_are_refused(tmp_path, capsys):
     line = cli_error(capsys, "protect", photo, "-o", tmp_path / "out", "--workers", "2")
     assert "--workers and --gpus-per-worker are for --ray" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_each_batch_at_work_has_its_own_step_bar_on_its_own_line_even_with_one_file_name():
+    """Two batches at once (two folders may both hold a beach.jpg): a bar and a line each; "done" closes its own."""
+    from scenepriv.commands import Console
+
+    console = Console(verbosity=-1)  # bars disabled: their bookkeeping is what is checked
+    first, second = [Path("a/beach.jpg")], [Path("b/beach.jpg")]
+    console.steps(first, "step", 3)
+    console.steps(second, "step", 1)
+    assert sorted(line for _, line in console.step_bars.values()) == [1, 2]
+    console.steps(first, "done", 7)
+    assert [line for _, line in console.step_bars.values()] == [2]
+    console.steps([Path("c/kite.jpg")], "step", 0)  # the freed line is taken again
+    assert sorted(line for _, line in console.step_bars.values()) == [1, 2]
+    console.close_steps()
+    assert not console.step_bars

@@ -90,13 +90,19 @@ def test_two_batches_at_once_each_on_half_the_cores_give_their_results_in_order(
     _, settings = pipeline.resolve_settings(strength="medium", max_iter=4)
     cores = torch.get_num_threads()
     seen = {}  # photo: the threads that protected it and the cores each used
+    together = threading.Barrier(2, timeout=60)  # a and c each wait for the other at their first step: both at work
+
+    def progress(sources, stage, step):
+        seen.setdefault(sources[0].name, set()).add((threading.get_ident(), torch.get_num_threads()))
+        if (sources[0].name, stage, step) in {("a.png", "step", 0), ("c.png", "step", 0)}:
+            together.wait()
+
     results = list(pipeline.protect_files(
         pairs, [tiny_classifier], pipeline.Job(settings=settings, strength="medium", seed=0, batch_size=1, at_once=2),
-        progress=lambda sources, stage, step: seen.setdefault(sources[0].name, set()).add(
-            (threading.get_ident(), torch.get_num_threads()))))
+        progress=progress))
     assert [r.source.name for r in results] == ["a.png", "b.jpg", "c.png", "d.png"] and results[1].error
     assert all(len(each) == 1 and next(iter(each))[1] == max(1, cores // 2) for each in seen.values())
-    assert len({thread for each in seen.values() for thread, _ in each}) == 2  # a and c at once, then d
+    assert seen["a.png"] != seen["c.png"]  # two threads
 
     torch.set_num_threads(max(1, cores // 2))
     try:

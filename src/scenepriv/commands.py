@@ -64,17 +64,18 @@ class Console:
         (two batches of small photos are protected at once); a batch's bar goes when it is ``"done"``."""
         from tqdm import tqdm
 
-        name = _shown(Path(sources[0]).name) + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+        batch = str(sources[0])  # a batch's first photo: two at work may share a file name, never a path
         with self.lock:  # called from the threads that protect
             if stage == "done":
-                if name in self.step_bars:
-                    self.step_bars.pop(name)[0].close()
+                if batch in self.step_bars:
+                    self.step_bars.pop(batch)[0].close()
                 return
-            if name not in self.step_bars:
+            if batch not in self.step_bars:
+                name = _shown(Path(sources[0]).name) + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
                 line = min(set(range(1, len(self.step_bars) + 2)) - {line for _, line in self.step_bars.values()})
-                self.step_bars[name] = tqdm(desc=name, unit="step", position=line, leave=False, file=sys.stderr,
-                                            disable=None if self.verbosity >= 0 else True), line
-            bar = self.step_bars[name][0]
+                self.step_bars[batch] = tqdm(desc=name, unit="step", position=line, leave=False, file=sys.stderr,
+                                             disable=None if self.verbosity >= 0 else True), line
+            bar = self.step_bars[batch][0]
             bar.set_postfix_str("scaling the change down" if stage == "shrink" else "", refresh=False)
             bar.update(step - bar.n)
 

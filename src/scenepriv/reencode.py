@@ -48,8 +48,8 @@ def _resized_levels(pixels: torch.Tensor, size: tuple[int, int], resampler: str)
     resize whose weights are powers of two (plain bilinear to half size: the mean of 2x2 pixels) is exact, so its
     many ties at half a level round alike however many cores compute it; on [0, 1] a last bit decided them, and
     ``verify`` on two cores could see a re-encoding other than the confirmation's on one."""
-    channels = [resize(channel.mul(255).round_()[None, None], size, resampler, top=255.0)[0, 0].clamp_(0, 255)
-                .round_().to(torch.uint8) for channel in pixels]  # one channel's floats at a time
+    channels = [resize(channel.mul(255).round_()[None, None], size, resampler, top=255.0)[0, 0].round_()
+                .to(torch.uint8) for channel in pixels]  # one channel's floats at a time; no resampler leaves [0, 255]
     return torch.stack(channels, 2).cpu().numpy()
 
 
