@@ -200,6 +200,7 @@ def _measured_rows(columns: dict[str, Callable[[dict], str]]) -> list[list[str]]
     rows = []
     for line in _json_lines("docs/data/strengths.jsonl"):
         name = f"`{line['strength']}`" + ("" if line["format"] == "auto" else f" (`--format {line['format']}`)")
+        name += "" if line["seeds"] == [0, 1, 2] else f", seeds {', '.join(map(str, line['seeds']))}"
         rows.append([name, *(cell(line) for cell in columns.values())])
     return rows
 
