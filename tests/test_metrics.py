@@ -137,11 +137,28 @@ def test_butteraugli_ranks_visible_changes_above_invisible_ones():
     assert metrics.butteraugli(reference[:6, :6], reference[:6, :6]) is None  # below its 8x8 block
 
 
+@pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
+def test_butteraugli_heat_finds_where_a_change_is_most_visible():
+    """A faint change all over a photo and a stronger one in a square: the score is butteraugli's, and the hottest
+    half percent of the heat map lies on the square (its 32 x 32 px, a few pixels around)."""
+    reference = np.asarray(Image.open(EXAMPLES / "home.jpg").convert("RGB"))[:256, :256]
+    noise = np.random.default_rng(0).integers(-2, 3, reference.shape)
+    noise[100:132, 150:182] *= 6
+    test = np.clip(reference.astype(int) + noise, 0, 255).astype(np.uint8)
+    score, heat = metrics.butteraugli_heat(reference, test)
+    assert score == metrics.butteraugli(reference, test) and heat.shape == reference.shape[:2]
+    rows, columns = np.nonzero(heat >= np.quantile(heat, 0.995))
+    assert rows.min() >= 92 and rows.max() < 140 and columns.min() >= 142 and columns.max() < 190
+    assert heat[100:132, 150:182].mean() > heat[:90].mean()
+    assert metrics.butteraugli_heat(reference[:6, :6], reference[:6, :6]) is None  # below its 8x8 block
+
+
 def test_butteraugli_is_none_with_a_note_where_it_is_not_installed(monkeypatch, capsys):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     metrics._butteraugli_program.cache_clear()
     try:
         assert metrics.butteraugli(random_image(), random_image()) is None
+        assert metrics.butteraugli_heat(random_image(), random_image()) is None
         assert "apt-get install butteraugli" in capsys.readouterr().err
     finally:
         metrics._butteraugli_program.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 
 import scenepriv
 from conftest import make_tiny_classifier
-from scenepriv.attack import Goal, goal_reached, quantise, shrink_to_goal, sign_step_loop
+from scenepriv import metrics
+from scenepriv.attack import Goal, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
 from scenepriv.perceptual import texture_weights
 from scenepriv.settings import METHODS, Settings
 
@@ -127,6 +129,30 @@ def test_shrink_asks_the_confirmation_too(tiny_classifier, random_images):
     plain, guarded = shrunk(None), shrunk(at_least_95_percent)
     assert bool((guarded >= 0.95 * size - 1e-6).all()) and bool((guarded <= size + 1e-6).all())
     assert bool((plain < 0.95 * size).any())  # without it, some shrank further
+
+
+@pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
+def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_classifier, random_images):
+    """ease_above: the change is cut where butteraugli sees it most, never moved further or the other way, the
+    goal and target kept; at least one photo gets a lower score; above every score, nothing changes."""
+    settings = {"eps": 4 / 255, "threshold": 0.3, "max_iter": 30, "seed": 3}
+    images = F.interpolate(random_images, scale_factor=2, mode="bilinear")  # smoother, photo-like at 64 px
+    plain = scenepriv.protect(images, tiny_classifier, "p-fgsm", **settings)
+    eased = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=0.01, **settings)
+    assert torch.equal(plain.success, eased.success) and torch.equal(plain.goals, eased.goals)
+    before, after = plain.images - plain.originals, eased.images - eased.originals
+    assert bool((after.abs() <= before.abs() + 1e-6).all()) and bool((after * before >= 0).all())
+    with torch.no_grad():
+        logits = tiny_classifier(eased.images)
+    assert torch.equal(goal_reached(logits, eased.goals, targeted=True, threshold=0.3), eased.success)
+    originals = to_uint8(plain.originals)
+    scores = [[metrics.butteraugli(original, image) for original, image in zip(originals, to_uint8(run.images))]
+              for run in (plain, eased)]
+    assert any(after < before for before, after in zip(*scores))
+    untouched = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=100.0, **settings)
+    assert torch.equal(untouched.images, plain.images)
+    with pytest.raises(ValueError, match="ease_above"):
+        Settings(ease_above=0)
 
 
 def test_robust_views_start_at_the_robust_quality():

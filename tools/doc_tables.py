@@ -200,7 +200,10 @@ def _measured_rows(columns: dict[str, Callable[[dict], str]]) -> list[list[str]]
     rows = []
     for line in _json_lines("docs/data/strengths.jsonl"):
         name = f"`{line['strength']}`" + ("" if line["format"] == "auto" else f" (`--format {line['format']}`)")
-        name += "" if line["seeds"] == [0, 1, 2] else f", seeds {', '.join(map(str, line['seeds']))}"
+        seeds = line["seeds"]
+        if seeds != [0, 1, 2]:  # a run of three or more seeds as its first and last
+            run = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+            name += f", seeds {seeds[0]}-{seeds[-1]}" if run else f", seeds {', '.join(map(str, seeds))}"
         rows.append([name, *(cell(line) for cell in columns.values())])
     return rows
 

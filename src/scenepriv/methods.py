@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from . import metrics, resolution, targets
-from .attack import Bound, Direction, Goal, Views, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
+from .attack import (Bound, Direction, Goal, Views, gaussian_smoothing, goal_reached, quantise, shrink_to_goal,
+                     sign_step_loop, to_uint8)
 from .images import JpegFormat
 from .reencode import ROBUST_CHECKS, Check, forget, platform_versions
 from .settings import METHODS, Settings
@@ -141,7 +142,7 @@ def protect(
     copy = resolution.WorkingCopy(originals, settings.texture_mask, settings.work_size,
                                   list(saved_as or [None] * len(images)))
     confirm = _Confirmation(ensemble, spec.targeted, settings, copy)
-    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
+    transfer = [name for name in ("diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size", "ease_above")
                 if getattr(settings, name) is not None]
     if transfer and (fixed_steps is not None or noise is not None):
         raise ValueError(f"{', '.join(transfer)}: only for the iterative gradient methods; "
@@ -171,6 +172,8 @@ def protect(
         if progress is not None:
             progress("shrink", int(result.iterations.max()))
         _shrink(result, protected, final_logits, ensemble, goal, confirm, settings.shrink)
+    if settings.ease_above is not None and bool(success.any()):
+        _ease(result, protected, final_logits, ensemble, goal, confirm, settings.ease_above)
     if copy.judged_as_saved:  # the records report what the files show, and the goal is judged there
         everyone = torch.arange(len(images), device=device)
         with torch.no_grad():
@@ -291,6 +294,46 @@ def _shrink(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, en
         lost[refused] = ~goal.reached(shrunk_logits[:, refused], [], goals[refused], None)
         shrunk[lost] = loop_saved[lost]  # the goal lost halfway back: the loop's own change stays
     protected[rows[judged]], final_logits[:, rows[judged]] = shrunk[judged], shrunk_logits[:, judged]
+
+
+EASE_ROUNDS = 6  # at most this many heat maps a photo
+EASE_SHARE = 0.002  # the hottest share of its pixels is eased, with a few pixels around them
+EASE_BY = (0.5, 0.25, 0.125)  # the change there is cut by the first of these with which the goal still holds
+
+
+def _ease(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ensemble: list[Classifier], goal: Goal,
+          confirm: _Confirmation, above: float) -> None:
+    """Where butteraugli scores a protected photo as its file shows it above ``above``, ease its change where the eye
+    sees it most (``protected``, ``final_logits`` updated in place): butteraugli scores the most visible region, so
+    the change in the hottest :data:`EASE_SHARE` of its heat map (blurred by 4 pixels) is cut by the first of
+    :data:`EASE_BY` with which the goal and the confirmation still hold; again on the new heat map, up to
+    :data:`EASE_ROUNDS` times, until the score is ``above`` or less or no cut holds. The target stays. Left as they are: photos worked on at a smaller size or over
+    butteraugli's pixel limit (a whole 12-megapixel pair takes 20 s), and all where butteraugli is not installed."""
+    copy = confirm.copy
+    if copy.factor > 1 or copy.size[0] * copy.size[1] > metrics.BUTTERAUGLI_MAX_PIXELS:
+        return
+    originals = result.originals
+    for row in result.success.nonzero().squeeze(1).tolist():
+        rows = torch.tensor([row], device=protected.device)
+        for _ in range(EASE_ROUNDS):
+            measured = metrics.butteraugli_heat(to_uint8(originals[rows])[0],
+                                                to_uint8(copy.as_saved(protected[rows], rows))[0])
+            if measured is None or measured[0] <= above:
+                break
+            heat = torch.from_numpy(measured[1]).to(protected.device)
+            hottest = (heat >= heat.flatten().float().quantile(1 - EASE_SHARE)).to(protected.dtype)[None, None]
+            where = (gaussian_smoothing(hottest, 4.0) * (2 * torch.pi * 4.0**2)).clamp_(max=1)[0]  # 1 on the region
+            change = protected[row] - originals[row]
+            for cut in EASE_BY:
+                candidate = quantise(originals[row] + change * (1 - cut * where))[None]
+                with torch.no_grad():
+                    logits = torch.stack([model(candidate) for model in ensemble])
+                if bool(goal.reached(logits, [], result.labels[rows], None)[0]) and (
+                        not confirm.needed or bool(confirm(candidate, result.labels[rows], rows)[0])):
+                    protected[row], final_logits[:, row] = candidate[0], logits[:, 0]
+                    break
+            else:
+                break
 
 
 # Logits by which the top-1 of a re-encoding must lead the runner-up for the confirmation to count it: fp32 results

@@ -139,7 +139,8 @@ def butteraugli(reference: np.ndarray, test: np.ndarray, max_pixels: int = BUTTE
     return max((score for score in scores if score is not None), default=None)
 
 
-def _butteraugli(program: str, reference: np.ndarray, test: np.ndarray) -> float | None:
+def _butteraugli(program: str, reference: np.ndarray, test: np.ndarray, heat: bool = False):
+    """The score of a pair (None below the 8x8 block); with ``heat``, (score, the program's heat map (H, W, 3))."""
     import subprocess
     import tempfile
     from pathlib import Path
@@ -149,11 +150,44 @@ def _butteraugli(program: str, reference: np.ndarray, test: np.ndarray) -> float
     if min(reference.shape[:2]) < 8:
         return None
     with tempfile.TemporaryDirectory(prefix="scenepriv-") as folder:
-        paths = [Path(folder, name) for name in ("reference.png", "test.png")]
-        for path, image in zip(paths, (reference, test), strict=True):
+        paths = [Path(folder, name) for name in ("reference.png", "test.png", "heat.ppm")]
+        for path, image in zip(paths, (reference, test), strict=False):
             Image.fromarray(np.ascontiguousarray(image)).save(path, compress_level=1)
-        done = subprocess.run([program, *map(str, paths)], capture_output=True, text=True, check=True)
-    return float(done.stdout.split()[0])
+        done = subprocess.run([program, *map(str, paths[:3 if heat else 2])], capture_output=True, text=True,
+                              check=True)
+        score = float(done.stdout.split()[0])
+        return (score, np.asarray(Image.open(paths[2]).convert("RGB"))) if heat else score
+
+
+# The colours of butteraugli's heat map from its "good" level up, in linear light (the program writes the square root
+# of each, on 0-255): a pixel's place along them grows with the local difference.
+_HEAT_COLOURS = np.array([(0, 1, 0), (1, 1, 0), (1, 0, 0), (1, 0, 1), (0.5, 0.5, 1), (1, 0.5, 0.5), (1, 1, 0.5),
+                          (1, 1, 1)])
+
+
+def _heat(heat_map: np.ndarray) -> np.ndarray:
+    """(H, W) float32: where each pixel of a heat map (H, W, 3) lies along :data:`_HEAT_COLOURS` (0 at "good" and
+    below, 1 a colour further each), by the nearest of 512 points on each stretch, colour by distinct colour."""
+    steps = np.linspace(0, 1, 512, endpoint=False)[:, None]
+    path = np.concatenate([a + steps * (b - a) for a, b in zip(_HEAT_COLOURS[:-1], _HEAT_COLOURS[1:], strict=True)])
+    places = np.arange(len(path), dtype=np.float32) / 512
+    keys = heat_map.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)
+    distinct, pixels = np.unique(keys, return_inverse=True)
+    linear = ((distinct[:, None] >> np.array([16, 8, 0])) & 255).astype(np.float32) ** 2 / 255**2
+    nearest = np.concatenate([((linear[i:i + 64, None] - path[None]) ** 2).sum(2).argmin(1)
+                              for i in range(0, len(linear), 64)])
+    return places[nearest][pixels.reshape(-1)].reshape(heat_map.shape[:2])
+
+
+def butteraugli_heat(reference: np.ndarray, test: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """:func:`butteraugli` of a pair, whole, and where the difference is most visible: (score, (H, W) float32 that
+    grows with the local difference, from the program's heat map). None where butteraugli is not installed or the
+    image is below its 8x8 block."""
+    program = _butteraugli_program()
+    if program is None:
+        return None
+    measured = _butteraugli(program, reference, test, heat=True)
+    return None if measured is None else (measured[0], _heat(measured[1]))
 
 
 def perturbation_norms(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:

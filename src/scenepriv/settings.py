@@ -95,6 +95,9 @@ class Settings:
     # Once an image reaches its goal, scale its perturbation down by the smallest factor in (0, 1] that still
     # reaches it (and with robust still holds on the real re-encodings), found by this many halvings; None: off
     shrink: int | None = None
+    # Then, where butteraugli scores the photo as saved above this (and is installed), ease the change where the eye
+    # sees it most, as long as the goal still holds (scenepriv.methods); None: off
+    ease_above: float | None = None
     # Compute the change on the photo shrunk by a whole factor to about this many px on its long side, then carry
     # it to full size (scenepriv.resolution); None: at full size
     work_size: int | None = None
@@ -102,16 +105,16 @@ class Settings:
     def __post_init__(self) -> None:
         """Refuse values that would silently produce a broken photo (a NaN step, a negative bound)."""
         optional = ("max_perturbation", "texture_mask", "texture_budget", "iterations", "budget_growth", "tighten",
-                    "diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size")
+                    "diversity", "momentum", "smoothing", "min_iter", "shrink", "work_size", "ease_above")
         for name in ("eps", "threshold", "sigma", "max_perturbation", "texture_mask", "texture_budget", "max_iter",
                      "iterations", "budget_growth", "tighten", "diversity", "diversity_scale", "momentum", "smoothing",
-                     "min_iter", "robust_quality", "robust_views", "shrink", "work_size"):
+                     "min_iter", "robust_quality", "robust_views", "shrink", "work_size", "ease_above"):
             value = getattr(self, name)
             whole = name in ("max_iter", "iterations", "budget_growth", "tighten", "diversity", "min_iter",
                              "robust_quality", "robust_views", "shrink", "work_size")
-            if name == "smoothing" and value is not None:  # pixels, not a share: any size above 0
+            if name in ("smoothing", "ease_above") and value is not None:  # pixels, a score: any size above 0
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
-                    raise ValueError(f"smoothing must be a number of pixels > 0, got {value!r}")
+                    raise ValueError(f"{name} must be a number > 0, got {value!r}")
                 continue
             if value is None and name in optional:
                 continue
@@ -178,7 +181,8 @@ PRESETS: dict[str, Strength] = {
     # (scenepriv.resolution)
     "medium": Strength(
         {"eps": 2 / 255, "texture_mask": 0.02, "texture_budget": 2 / 255, "budget_growth": 10, "tighten": 2,
-         "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 3, "work_size": 2000},
+         "threshold": 0.5, "max_iter": 100, "robust": True, "robust_quality": 50, "shrink": 3, "ease_above": 3.0,
+         "work_size": 2000},
         "the default: hardly visible; holds on the file as saved and after a site's JPEG re-encoding (quality "
         "50-95) at full and half size, whatever the resize",
         jpeg=(50, 75, 95), scales=(0.5, 1.0), all_resamplers=True),
