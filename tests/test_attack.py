@@ -298,7 +298,8 @@ def test_bucketed_batches_give_the_same_result_bit_for_bit_and_few_shapes(tiny_c
 def test_one_pass_over_the_views_gives_each_model_and_view_its_own_logits(random_images):
     """The loop passes the photos and their views through each model at once (Classifier.forward_many); the outputs
     come back in the order of one call per view: the models on the photos, then view by view, model by model, the
-    judged views first. The same two models with no forward_many give the same outputs (float64: exact)."""
+    judged views first. The same two models with no forward_many give the same outputs (float64: to its rounding,
+    which on some CPUs differs in the last bits from one batch size to another)."""
 
     class OneCallEach(nn.Module):
         def __init__(self, classifier):
@@ -320,5 +321,6 @@ def test_one_pass_over_the_views_gives_each_model_and_view_its_own_logits(random
                                                   wants_gradient=True, bucket=False)
     assert len(outputs) == 2 + 2 * 3 and len(judged) == 2 * 2
     for together, alone in zip(outputs + judged, one_by_one + judged_one_by_one, strict=True):
-        assert torch.equal(together.detach(), alone.detach())
-    assert torch.equal(judged[1].detach(), models[1](x[:3].flip(-1)).detach())  # first view, second model
+        torch.testing.assert_close(together.detach(), alone.detach(), rtol=1e-12, atol=1e-12)
+    first_view_second_model = models[1](x[:3].flip(-1)).detach()
+    torch.testing.assert_close(judged[1].detach(), first_view_second_model, rtol=1e-12, atol=1e-12)
