@@ -146,9 +146,9 @@ def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_cl
         logits = tiny_classifier(eased.images)
     assert torch.equal(goal_reached(logits, eased.goals, targeted=True, threshold=0.3), eased.success)
     originals = to_uint8(plain.originals)
-    scores = [[metrics.butteraugli(original, image) for original, image in zip(originals, to_uint8(run.images))]
-              for run in (plain, eased)]
-    assert any(after < before for before, after in zip(*scores))
+    scores = [[metrics.butteraugli(original, image)
+               for original, image in zip(originals, to_uint8(run.images), strict=True)] for run in (plain, eased)]
+    assert any(after < before for before, after in zip(*scores, strict=True))
     untouched = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=100.0, **settings)
     assert torch.equal(untouched.images, plain.images)
     with pytest.raises(ValueError, match="ease_above"):

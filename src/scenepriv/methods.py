@@ -14,8 +14,18 @@ import numpy as np
 import torch
 
 from . import metrics, resolution, targets
-from .attack import (Bound, Direction, Goal, Views, gaussian_smoothing, goal_reached, quantise, shrink_to_goal,
-                     sign_step_loop, to_uint8)
+from .attack import (
+    Bound,
+    Direction,
+    Goal,
+    Views,
+    gaussian_smoothing,
+    goal_reached,
+    quantise,
+    shrink_to_goal,
+    sign_step_loop,
+    to_uint8,
+)
 from .images import JpegFormat
 from .reencode import ROBUST_CHECKS, Check, forget, platform_versions
 from .settings import METHODS, Settings
@@ -307,8 +317,9 @@ def _ease(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ense
     sees it most (``protected``, ``final_logits`` updated in place): butteraugli scores the most visible region, so
     the change in the hottest :data:`EASE_SHARE` of its heat map (blurred by 4 pixels) is cut by the first of
     :data:`EASE_BY` with which the goal and the confirmation still hold; again on the new heat map, up to
-    :data:`EASE_ROUNDS` times, until the score is ``above`` or less or no cut holds. The target stays. Left as they are: photos worked on at a smaller size or over
-    butteraugli's pixel limit (a whole 12-megapixel pair takes 20 s), and all where butteraugli is not installed."""
+    :data:`EASE_ROUNDS` times, until the score is ``above`` or less or no cut holds. The target stays. Left as they
+    are: photos worked on at a smaller size or over butteraugli's pixel limit (a whole 12-megapixel pair takes 20 s),
+    and all where butteraugli is not installed."""
     copy = confirm.copy
     if copy.factor > 1 or copy.size[0] * copy.size[1] > metrics.BUTTERAUGLI_MAX_PIXELS:
         return
