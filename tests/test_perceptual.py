@@ -134,7 +134,8 @@ def test_shrink_asks_the_confirmation_too(tiny_classifier, random_images):
 @pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
 def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_classifier, random_images):
     """ease_above: the change is cut where butteraugli sees it most, never moved further or the other way, the
-    goal and target kept; at least one photo gets a lower score; above every score, nothing changes."""
+    goal and target kept; at least one photo gets a lower score, which protect reports; above every score, nothing
+    changes."""
     settings = {"eps": 4 / 255, "threshold": 0.3, "max_iter": 30, "seed": 3}
     images = F.interpolate(random_images, scale_factor=2, mode="bilinear")  # smoother, photo-like at 64 px
     plain = scenepriv.protect(images, tiny_classifier, "p-fgsm", **settings)
@@ -149,6 +150,9 @@ def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_cl
     scores = [[metrics.butteraugli(original, image)
                for original, image in zip(originals, to_uint8(run.images), strict=True)] for run in (plain, eased)]
     assert any(after < before for before, after in zip(*scores, strict=True))
+    assert plain.butteraugli == (None,) * len(images)  # measured only where easing is asked for: the last state's
+    assert eased.butteraugli == tuple(score if done else None
+                                      for score, done in zip(scores[1], eased.success, strict=True))
     untouched = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=100.0, **settings)
     assert torch.equal(untouched.images, plain.images)
     with pytest.raises(ValueError, match="ease_above"):

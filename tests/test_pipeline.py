@@ -1,6 +1,7 @@
 """The file pipeline that the command line, the web page and the cluster backend share."""
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 import scenepriv
-from scenepriv import pipeline
+from scenepriv import metrics, pipeline
 from scenepriv.images import find_images, load_photo
 
 
@@ -116,6 +117,25 @@ def test_two_batches_at_once_each_on_half_the_cores_give_their_results_in_order(
         if alone.record is not None:
             assert two_at_once.output.read_bytes() == alone.output.read_bytes()
             assert two_at_once.record["iterations"] == alone.record["iterations"]
+
+
+@pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
+def test_the_report_keeps_the_score_protect_measured_which_is_the_files_own(tmp_path, tiny_classifier, monkeypatch):
+    """medium measures butteraugli as it eases the change: the writer does not measure it again, and the score is
+    that of the original against the file as written (a JPEG: its own loss included)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.open(photo(tmp_path / "p.png", 0, size=(64, 48))).save(inputs / "p.jpg", quality=90)
+    _, settings = pipeline.resolve_settings("n-fgsm", strength="medium", max_iter=30)  # the tiny model's goal in 13
+    calls = []
+    measure = metrics.butteraugli
+    monkeypatch.setattr(metrics, "butteraugli", lambda *pair, **options: calls.append(1) or measure(*pair, **options))
+    job = pipeline.Job(method="n-fgsm", settings=settings, strength="medium", seed=0)
+    [result] = pipeline.protect_files(pipeline.output_pairs(find_images([inputs]), tmp_path / "out"),
+                                      [tiny_classifier], job)
+    assert result.record["success"] and result.output.suffix == ".jpg" and calls == []
+    original, saved = load_photo(inputs / "p.jpg", torch.uint8).pixels, load_photo(result.output, torch.uint8).pixels
+    assert result.record["butteraugli"] == measure(original.permute(1, 2, 0).numpy(), saved.permute(1, 2, 0).numpy())
 
 
 def test_settings_follow_the_strength_and_the_options_given_win():

@@ -57,6 +57,8 @@ class Protection:
     seed: int | None
     class_names: list[str]
     model_names: list[str]
+    # butteraugli of each image as its file will show it, where protect measured it (ease_above), else None
+    butteraugli: tuple[float | None, ...] = ()
 
     @functools.cached_property
     def records(self) -> list[dict[str, Any]]:
@@ -182,8 +184,9 @@ def protect(
         if progress is not None:
             progress("shrink", int(result.iterations.max()))
         _shrink(result, protected, final_logits, ensemble, goal, confirm, settings.shrink)
+    measured: dict[int, float] = {}
     if settings.ease_above is not None and bool(success.any()):
-        _ease(result, protected, final_logits, ensemble, goal, confirm, settings.ease_above)
+        measured = _ease(result, protected, final_logits, ensemble, goal, confirm, settings.ease_above)
     if copy.judged_as_saved:  # the records report what the files show, and the goal is judged there
         everyone = torch.arange(len(images), device=device)
         with torch.no_grad():
@@ -197,7 +200,7 @@ def protect(
         clean_probabilities=(result.clean_logits if clean_logits is None else clean_logits).double().softmax(2),
         final_probabilities=final_logits.double().softmax(2),
         fallback=fallback, method=spec.name, settings=settings, seed=seed, class_names=primary.labels,
-        model_names=[model.name for model in ensemble])
+        model_names=[model.name for model in ensemble], butteraugli=tuple(map(measured.get, range(len(images)))))
 
 
 def _views(settings: Settings, seed: int | None, input_size: tuple[int, int], copy: resolution.WorkingCopy,
@@ -312,24 +315,28 @@ EASE_BY = (0.5, 0.25, 0.125)  # the change there is cut by the first of these wi
 
 
 def _ease(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ensemble: list[Classifier], goal: Goal,
-          confirm: _Confirmation, above: float) -> None:
+          confirm: _Confirmation, above: float) -> dict[int, float]:
     """Where butteraugli scores a protected photo as its file shows it above ``above``, ease its change where the eye
     sees it most (``protected``, ``final_logits`` updated in place): butteraugli scores the most visible region, so
     the change in the hottest :data:`EASE_SHARE` of its heat map (blurred by 4 pixels) is cut by the first of
     :data:`EASE_BY` with which the goal and the confirmation still hold; again on the new heat map, up to
     :data:`EASE_ROUNDS` times, until the score is ``above`` or less or no cut holds. The target stays. Left as they
     are: photos worked on at a smaller size or over butteraugli's pixel limit (a whole 12-megapixel pair takes 20 s),
-    and all where butteraugli is not installed."""
+    and all where butteraugli is not installed. Returns the score of each photo measured, as it ends (row: score)."""
     copy = confirm.copy
+    scores: dict[int, float] = {}
     if copy.factor > 1 or copy.size[0] * copy.size[1] > metrics.BUTTERAUGLI_MAX_PIXELS:
-        return
+        return scores
     originals = result.originals
     for row in result.success.nonzero().squeeze(1).tolist():
         rows = torch.tensor([row], device=protected.device)
-        for _ in range(EASE_ROUNDS):
+        for rounds in range(EASE_ROUNDS + 1):  # the last measures what the last cut left
             measured = metrics.butteraugli_heat(to_uint8(originals[rows])[0],
                                                 to_uint8(copy.as_saved(protected[rows], rows))[0])
-            if measured is None or measured[0] <= above:
+            if measured is None:
+                return scores
+            scores[row] = measured[0]
+            if measured[0] <= above or rounds == EASE_ROUNDS:
                 break
             heat = torch.from_numpy(measured[1]).to(protected.device)
             hottest = (heat >= heat.flatten().float().quantile(1 - EASE_SHARE)).to(protected.dtype)[None, None]
@@ -345,6 +352,7 @@ def _ease(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ense
                     break
             else:
                 break
+    return scores
 
 
 # Logits by which the top-1 of a re-encoding must lead the runner-up for the confirmation to count it: fp32 results

@@ -360,7 +360,8 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                              settings=job.settings, saved_as=[saved_as(job, photo, output)
                                                               for photo, output, _ in batch], progress=step)
             step("done", int(result.iterations.max()))
-            return list(zip(batch, to_uint8(result.images), result.records, strict=True))
+            measured = result.butteraugli or (None,) * len(batch)
+            return list(zip(batch, to_uint8(result.images), result.records, measured, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
             if not is_out_of_memory(error):
                 raise
@@ -371,10 +372,10 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                                                      f"{pixels[0].numel() / 1e6:.0f}-megapixel photo; close other "
                                                      "programs, or use --size model")]
 
-    def write(photo, output: Path, original, pixels) -> tuple[list[str], float | None]:
+    def write(photo, output: Path, original, pixels, distance: float | None) -> tuple[list[str], float | None]:
         """In the writer thread: save the photo (and its comparison crop); measure how visible the change is on the
-        file as saved. ``original``: the pixels protect() was given, brought to 8 bits here, off the protecting
-        thread."""
+        file as saved, unless protect() did (``distance``). ``original``: the pixels protect() was given, brought to 8
+        bits here, off the protecting thread."""
         jpeg = saved_as(job, photo, output) or JpegFormat(0)
         warnings = save_image(pixels, output, quality=jpeg.quality, subsampling=jpeg.subsampling,
                               icc_profile=photo.icc_profile, exif=photo.exif if job.keep_metadata else None)
@@ -384,7 +385,7 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
         if job.compare is not None:
             crop = Path(job.compare) / Path(output).relative_to(outdir).with_suffix(".png")
             save_image(most_changed_crop(original, pixels), crop)
-        return warnings, metrics.butteraugli(original, pixels)
+        return warnings, metrics.butteraugli(original, pixels) if distance is None else distance
 
     def result_of(future: Future, photo, output: Path, record: dict) -> FileResult:
         warnings = [f"{shown(photo.path)}: {warning}" for warning in photo.warnings]
@@ -413,8 +414,8 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
         items = []
         for item in queue[position].result():
             if not isinstance(item, FileResult):
-                (photo, output, original), pixels, record = item
-                item = writer.submit(write, photo, output, original, pixels), photo, output, record
+                (photo, output, original), pixels, record, distance = item
+                item = writer.submit(write, photo, output, original, pixels, distance), photo, output, record
             items.append(item)
         queue[position:position + 1] = items
 
