@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import scenepriv
 from conftest import make_tiny_classifier
-from scenepriv import metrics
+from scenepriv import methods, metrics
 from scenepriv.attack import Goal, goal_reached, quantise, shrink_to_goal, sign_step_loop, to_uint8
 from scenepriv.perceptual import texture_weights
 from scenepriv.settings import METHODS, Settings
@@ -132,7 +132,8 @@ def test_shrink_asks_the_confirmation_too(tiny_classifier, random_images):
 
 
 @pytest.mark.skipif(shutil.which("butteraugli") is None, reason="needs butteraugli: apt-get install butteraugli")
-def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_classifier, random_images):
+def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_classifier, random_images,
+                                                                         monkeypatch):
     """ease_above: the change is cut where butteraugli sees it most, never moved further or the other way, the
     goal and target kept; at least one photo gets a lower score, which protect reports; above every score, nothing
     changes."""
@@ -153,6 +154,11 @@ def test_easing_makes_the_change_less_visible_where_the_goal_still_holds(tiny_cl
     assert plain.butteraugli == (None,) * len(images)  # measured only where easing is asked for: the last state's
     assert eased.butteraugli == tuple(score if done else None
                                       for score, done in zip(scores[1], eased.success, strict=True))
+    monkeypatch.setattr(methods, "EASE_ROUNDS", 1)  # the rounds run out after a cut: the score is still the last's
+    once = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=0.01, **settings)
+    assert not torch.equal(once.images, plain.images)
+    assert once.butteraugli == tuple(metrics.butteraugli(original, image) if done else None for original, image, done
+                                     in zip(originals, to_uint8(once.images), once.success, strict=True))
     untouched = scenepriv.protect(images, tiny_classifier, "p-fgsm", ease_above=100.0, **settings)
     assert torch.equal(untouched.images, plain.images)
     with pytest.raises(ValueError, match="ease_above"):

@@ -57,8 +57,7 @@ class Protection:
     seed: int | None
     class_names: list[str]
     model_names: list[str]
-    # butteraugli of each image as its file will show it, where protect measured it (ease_above), else None
-    butteraugli: tuple[float | None, ...] = ()
+    butteraugli: tuple[float | None, ...]  # of each image as its file will show it, where measured (ease_above)
 
     @functools.cached_property
     def records(self) -> list[dict[str, Any]]:
@@ -339,7 +338,7 @@ def _ease(result: Any, protected: torch.Tensor, final_logits: torch.Tensor, ense
             if measured[0] <= above or rounds == EASE_ROUNDS:
                 break
             heat = torch.from_numpy(measured[1]).to(protected.device)
-            hottest = (heat >= heat.flatten().float().quantile(1 - EASE_SHARE)).to(protected.dtype)[None, None]
+            hottest = (heat >= heat.quantile(1 - EASE_SHARE)).to(protected.dtype)[None, None]
             where = (gaussian_smoothing(hottest, 4.0) * (2 * torch.pi * 4.0**2)).clamp_(max=1)[0]  # 1 on the region
             change = protected[row] - originals[row]
             for cut in EASE_BY:

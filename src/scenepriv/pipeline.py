@@ -360,8 +360,7 @@ def protect_files(pairs: Sequence[tuple[Path, Path]], models: Sequence, job: Job
                              settings=job.settings, saved_as=[saved_as(job, photo, output)
                                                               for photo, output, _ in batch], progress=step)
             step("done", int(result.iterations.max()))
-            measured = result.butteraugli or (None,) * len(batch)
-            return list(zip(batch, to_uint8(result.images), result.records, measured, strict=True))
+            return list(zip(batch, to_uint8(result.images), result.records, result.butteraugli, strict=True))
         except Exception as error:  # noqa: BLE001 (only out-of-memory errors are handled; others are re-raised)
             if not is_out_of_memory(error):
                 raise
